@@ -1,0 +1,1 @@
+"""Embedder service: image bytes in, faces (box, score, landmarks, embedding) out."""

@@ -1,0 +1,45 @@
+"""The embedder's FastAPI application."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from embedder_service.api.routes import router
+from embedder_service.service import EmbedderService
+from embedder_service.settings import EmbedderSettings, get_settings
+from facesearch_common.limits import limit_body_size
+from facesearch_common.logging import configure_logging
+from facesearch_common.metrics import instrument
+
+log = structlog.get_logger(__name__)
+
+
+def create_app(settings: EmbedderSettings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service = await run_in_threadpool(EmbedderService, settings)
+        await run_in_threadpool(service.warm_up)
+        app.state.service = service
+        log.info("embedder ready", models_dir=str(settings.models_dir), providers=service.providers())
+        yield
+
+    app = FastAPI(
+        title="facesearch embedder",
+        version="0.1.0",
+        description=(
+            "MTCNN face detection and face embeddings on ONNX Runtime (CUDA where present, CPU otherwise)."
+        ),
+        lifespan=lifespan,
+    )
+    instrument(app)
+    limit_body_size(app, settings.max_upload_bytes * settings.max_images_per_request)
+    app.include_router(router)
+    return app

@@ -1,0 +1,52 @@
+"""Request and response models of the embedder API."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class FaceOut(BaseModel):
+    box: list[float] = Field(description="x1, y1, x2, y2 in pixels of the upright image")
+    score: float = Field(description="MTCNN O-Net face probability")
+    landmarks: list[list[float]] | None = Field(
+        default=None, description="5 points [x, y]: left eye, right eye, nose, mouth left, mouth right"
+    )
+    embedding: list[float] | None = Field(default=None, description="L2-normalised face embedding")
+
+
+class ImageFaces(BaseModel):
+    width: int
+    height: int
+    faces: list[FaceOut]
+
+
+class FacesResponse(BaseModel):
+    model: str = Field(description="embedding model that produced the vectors")
+    dimension: int
+    images: list[ImageFaces] = Field(description="one entry per uploaded image, in upload order")
+
+
+class ModelInfo(BaseModel):
+    name: str
+    task: str
+    file: str
+    version: str
+    checksum: str = Field(description="sha256 of the ONNX file")
+    source_package: str
+    source_version: str
+    dimension: int | None = None
+    providers: list[str] = Field(description="execution providers the session actually runs on")
+
+
+class ModelsResponse(BaseModel):
+    embedding_model: str
+    embedding_dimension: int
+    alignment: str
+    flip_augment: bool
+    models: list[ModelInfo]
+
+
+class Health(BaseModel):
+    status: str
+    models_loaded: bool
+    providers: list[str]

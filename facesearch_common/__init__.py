@@ -1,0 +1,1 @@
+"""Pieces both services share: structured logging and Prometheus HTTP metrics."""

@@ -1,0 +1,1 @@
+"""Search service: owns all state (photos, faces, vectors, jobs) and answers the public API."""

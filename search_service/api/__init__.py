@@ -1,0 +1,1 @@
+"""HTTP layer: thin routers that parse requests, call a service and return a schema."""

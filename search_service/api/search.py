@@ -1,0 +1,40 @@
+"""Search by photo."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
+
+from search_service.api.deps import ServicesDep, error_responses, read_upload
+from search_service.schemas import SearchParams, SearchResponse
+
+router = APIRouter(tags=["search"])
+
+
+def search_params(
+    query: Annotated[SearchParams, Query()], form: Annotated[SearchParams, Form()]
+) -> SearchParams:
+    """Options may come as query parameters or as form fields; a form field wins."""
+    return SearchParams.model_validate(
+        query.model_dump(exclude_unset=True) | form.model_dump(exclude_unset=True)
+    )
+
+
+@router.post(
+    "/search",
+    response_model=SearchResponse,
+    summary="Find stored faces like each face in a photo",
+    responses=error_responses(400, 409, 413, 415, 422, 502, 503),
+)
+async def search(
+    services: ServicesDep,
+    image: Annotated[UploadFile, File(description="The query photo.")],
+    params: Annotated[SearchParams, Depends(search_params)],
+) -> SearchResponse:
+    """Every face found in the photo gets its own list of up to `k` hits, best first, each with
+    its cosine similarity and whether that reaches the match threshold (`threshold`, default
+    the service's calibrated one). `collection` and `source` (images, videos, all) filter
+    exactly. A photo without a face is a 422."""
+    upload = await read_upload(image, services.settings.max_image_bytes)
+    return await services.search.search(upload, params)

@@ -1,0 +1,117 @@
+"""The one interface between the search service and a vector index backend.
+
+The SQLite store is the source of truth; an index only answers "which stored faces are nearest
+to these vectors", under exact collection and source filters. Every backend passes the shared
+conformance suite in ``tests/search/index_conformance.py``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+Source = Literal["image", "video"]
+SOURCES: tuple[Source, ...] = ("image", "video")
+
+
+@dataclass(frozen=True)
+class FaceBatch:
+    """Faces to index, column-wise so that millions can be loaded without one object per face.
+
+    ``vectors`` are float32 and L2-normalised, so inner product is cosine similarity.
+    """
+
+    face_ids: np.ndarray
+    media_ids: np.ndarray
+    sources: Sequence[Source]
+    collections: Sequence[str]
+    vectors: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = len(self.face_ids)
+        if not (len(self.media_ids) == len(self.sources) == len(self.collections) == len(self.vectors) == n):
+            raise ValueError("FaceBatch columns differ in length")
+        if self.vectors.ndim != 2:
+            raise ValueError(f"vectors must be (n, d), got shape {self.vectors.shape}")
+
+    def __len__(self) -> int:
+        return len(self.face_ids)
+
+    @property
+    def dimension(self) -> int:
+        return int(self.vectors.shape[1])
+
+
+@dataclass(frozen=True)
+class IndexHit:
+    face_id: int
+    media_id: int
+    score: float  # cosine similarity
+
+
+@dataclass(frozen=True)
+class IndexHealth:
+    backend: str
+    ok: bool
+    faces: int
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class FaceSource(Protocol):
+    """What an index may read from the source of truth when it opens (the SQLite store)."""
+
+    @property
+    def store_id(self) -> str:
+        """Identifies one store for its whole life, so an index can tell it was built from another."""
+        ...
+
+    def face_batches(self, batch_size: int = 10_000) -> Iterator[FaceBatch]:
+        """Every stored face, in ascending face id."""
+        ...
+
+
+class FaceIndex(ABC):
+    """Nearest-neighbour search over stored faces. Implementations are thread-safe."""
+
+    name: str
+
+    @abstractmethod
+    def open(self, source: FaceSource) -> None:
+        """Load, and reconcile with the store: afterwards every stored face is searchable."""
+
+    @abstractmethod
+    def add(self, batch: FaceBatch) -> None:
+        """Make committed faces searchable. Called after the store commit."""
+
+    @abstractmethod
+    def remove_media(self, media_ids: Sequence[int]) -> None:
+        """Remove every face of these photos or videos; they must not appear in any later search."""
+
+    @abstractmethod
+    def search(
+        self,
+        vectors: np.ndarray,
+        k: int,
+        *,
+        collection: str | None = None,
+        source: Source | None = None,
+    ) -> list[list[IndexHit]]:
+        """Per query vector (rows of ``vectors``), the ``k`` most similar faces, best first.
+
+        Filters are exact: when at least ``k`` faces pass them, exactly ``k`` hits come back.
+        """
+
+    @abstractmethod
+    def count(self) -> int:
+        """Faces currently searchable."""
+
+    @abstractmethod
+    def health(self) -> IndexHealth: ...
+
+    @abstractmethod
+    def close(self) -> None:
+        """Persist what is worth keeping and release resources."""

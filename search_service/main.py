@@ -1,0 +1,73 @@
+"""The search service's FastAPI application: ``create_app()``, and ``app`` for uvicorn."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from facesearch_common.logging import configure_logging
+from facesearch_common.metrics import instrument
+from search_service.api import collections, health, images, search
+from search_service.api.upload_limit import UploadLimitMiddleware
+from search_service.errors import ServiceError
+from search_service.services.container import Services
+from search_service.settings import SearchSettings, get_settings
+
+log = structlog.get_logger(__name__)
+
+# Room for the multipart framing and the form fields around the query photo.
+_MULTIPART_OVERHEAD = 64 * 1024
+
+DESCRIPTION = """
+Reverse face search over your own photos (and, next, videos). Ingest photos with `POST /images`;
+search with a photo at `POST /search`: every face found in it gets a ranked list of the stored
+faces most like it, with cosine similarity scores and a match flag. Errors are JSON `{"detail": ...}`.
+"""
+
+
+async def _service_error(_: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, ServiceError)
+    return JSONResponse({"detail": error.detail}, status_code=error.status_code)
+
+
+def create_app(settings: SearchSettings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = await Services.open(settings)
+        app.state.services = services
+        log.info(
+            "search service ready",
+            data_dir=str(settings.data_dir.resolve()),
+            index=settings.index_backend,
+            faces=services.index.count(),
+            embedder=settings.embedder_url,
+        )
+        try:
+            yield
+        finally:
+            await services.close()
+            log.info("search service stopped")
+
+    app = FastAPI(title="facesearch", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_middleware(
+        UploadLimitMiddleware,
+        limits={
+            "/images": settings.max_request_bytes,
+            "/search": settings.max_image_bytes + _MULTIPART_OVERHEAD,
+        },
+    )
+    instrument(app)
+    for module in (images, search, collections, health):
+        app.include_router(module.router)
+    return app
+
+
+app = create_app()

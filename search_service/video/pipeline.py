@@ -1,0 +1,180 @@
+"""One video in, its people out: sample frames, detect and embed faces in batches, track, group.
+
+No HTTP and no storage here: the caller supplies ``detect_and_embed`` (backed by the embedder
+service) and stores the :class:`VideoAnalysis`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+
+import numpy as np
+import structlog
+
+from search_service.video.decoder import (
+    DEFAULT_SAMPLE_FPS,
+    SampledFrame,
+    downscale_factor,
+    probe,
+    sample_frames,
+)
+from search_service.video.tracker import FaceObservation, FaceTracker, Person, Track, TrackerConfig
+
+log = structlog.get_logger(__name__)
+
+# A batch of RGB frames in, per frame the faces found, in the frames' pixel coordinates.
+DetectAndEmbed = Callable[[list[np.ndarray]], list[list[FaceObservation]]]
+# (fraction done 0..1, frames processed, faces found so far)
+ProgressCallback = Callable[[float, int, int], None]
+
+
+class VideoCancelled(Exception):
+    """should_cancel answered True; nothing was produced."""
+
+
+@dataclass(frozen=True)
+class StageTimings:
+    """Wall seconds per stage; total also covers the probe and callbacks."""
+
+    decode: float  # demux, decode, RGB conversion (and downscaling) of sampled frames
+    detect_embed: float  # inside detect_and_embed
+    tracking: float  # linking, face quality, thumbnails, representatives, grouping
+    total: float
+
+
+@dataclass(frozen=True)
+class VideoAnalysis:
+    duration: float  # seconds (0.0 when the container does not say)
+    fps: float
+    width: int  # display orientation, source pixels (boxes are in these coordinates)
+    height: int
+    sample_fps: float
+    frames_sampled: int
+    faces_seen: int  # face observations over all sampled frames
+    people: list[Person]
+    timings: StageTimings
+
+    @property
+    def tracks(self) -> list[Track]:
+        return sorted((t for p in self.people for t in p.tracks), key=lambda t: t.index)
+
+
+def process_video(
+    path: str | os.PathLike[str],
+    detect_and_embed: DetectAndEmbed,
+    *,
+    sample_fps: float = DEFAULT_SAMPLE_FPS,
+    progress: ProgressCallback | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+    batch_size: int = 8,
+    max_side: int | None = None,
+    tracker_config: TrackerConfig | None = None,
+) -> VideoAnalysis:
+    """Analyse one video file.
+
+    ``detect_and_embed`` gets up to ``batch_size`` RGB frames at a time and must return one list
+    of faces per frame, in order. ``max_side`` downscales frames before detection (longest side in
+    pixels), the main lever on detection time; results are mapped back to source pixels.
+    ``should_cancel`` is polled once per sampled frame (keep it cheap) and ``progress`` called after
+    every batch, with a fraction that never decreases and ends at 1.0.
+
+    Raises :class:`~search_service.video.decoder.VideoDecodeError` for files that are not decodable
+    video, :class:`VideoCancelled` on cancellation; errors of ``detect_and_embed`` propagate.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    started = time.perf_counter()
+    info = probe(path)
+    scale = downscale_factor(info.width, info.height, max_side)
+    tracker = FaceTracker(1.0 / sample_fps, tracker_config, image_scale=scale, duration=info.duration)
+    decode = detect = tracking = 0.0
+    frames_done = faces_seen = 0
+    reported = 0.0
+
+    def report(fraction: float) -> None:
+        nonlocal reported
+        reported = max(reported, min(fraction, 1.0))
+        if progress is not None:
+            progress(reported, frames_done, faces_seen)
+
+    report(0.0)
+    frames: Generator[SampledFrame, None, None] = sample_frames(path, sample_fps, max_side=max_side)
+    try:
+        while True:
+            mark = time.perf_counter()
+            batch = _read_batch(frames, batch_size, should_cancel)
+            decode += time.perf_counter() - mark
+            if not batch:
+                break
+            mark = time.perf_counter()
+            found = detect_and_embed([f.image_rgb for f in batch])
+            detect += time.perf_counter() - mark
+            if len(found) != len(batch):
+                raise ValueError(f"detect_and_embed gave {len(found)} results for {len(batch)} frames")
+            mark = time.perf_counter()
+            for sampled, faces in zip(batch, found, strict=True):
+                tracker.update(sampled.t_seconds, [_to_source(f, scale) for f in faces], sampled.image_rgb)
+                faces_seen += len(faces)
+            tracking += time.perf_counter() - mark
+            frames_done += len(batch)
+            # Never 1.0 before the end: the tracks are not summarised yet.
+            report(0.99 * batch[-1].t_seconds / info.duration if info.duration > 0 else 0.0)
+    finally:
+        # Closes the container at once, also on cancellation or a failing callback.
+        frames.close()
+    mark = time.perf_counter()
+    people = tracker.finish()
+    tracking += time.perf_counter() - mark
+    report(1.0)
+    timings = StageTimings(decode, detect, tracking, time.perf_counter() - started)
+    log.info(
+        "video analysed",
+        path=os.fspath(path),
+        duration=info.duration,
+        frames_sampled=frames_done,
+        faces=faces_seen,
+        people=len(people),
+        **{f"seconds_{k}": round(v, 3) for k, v in dataclasses.asdict(timings).items()},
+    )
+    return VideoAnalysis(
+        duration=info.duration,
+        fps=info.fps,
+        width=info.width,
+        height=info.height,
+        sample_fps=sample_fps,
+        frames_sampled=frames_done,
+        faces_seen=faces_seen,
+        people=people,
+        timings=timings,
+    )
+
+
+def _read_batch(
+    frames: Generator[SampledFrame, None, None], size: int, should_cancel: Callable[[], bool] | None
+) -> list[SampledFrame]:
+    """Up to ``size`` frames; fewer only at the end of the video."""
+    batch: list[SampledFrame] = []
+    while len(batch) < size:
+        if should_cancel is not None and should_cancel():
+            raise VideoCancelled("video processing was cancelled")
+        frame = next(frames, None)
+        if frame is None:
+            break
+        batch.append(frame)
+    return batch
+
+
+def _to_source(face: FaceObservation, scale: float) -> FaceObservation:
+    """Map a face found in a downscaled frame back to source pixels."""
+    if scale == 1.0:
+        return face
+    x1, y1, x2, y2 = face.box
+    return dataclasses.replace(
+        face,
+        box=(x1 / scale, y1 / scale, x2 / scale, y2 / scale),
+        landmarks=np.asarray(face.landmarks, dtype=np.float64) / scale,
+    )

@@ -1,0 +1,42 @@
+"""Fixtures of the search service tests: a fake embedder and an app on a fresh data directory."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from pytest_httpserver import HTTPServer
+
+from search_service.main import create_app
+from search_service.settings import SearchSettings
+from tests.search.fakes import FakeEmbedder
+
+
+@pytest.fixture
+def fake_embedder(httpserver: HTTPServer) -> FakeEmbedder:
+    return FakeEmbedder(httpserver)
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, fake_embedder: FakeEmbedder) -> Callable[..., SearchSettings]:
+    """Settings on this test's data directory and fake embedder; keywords override."""
+
+    def make(**overrides: object) -> SearchSettings:
+        values: dict[str, object] = {
+            "data_dir": tmp_path / "data",
+            "embedder_url": fake_embedder.url,
+            "embedder_backoff_s": 0.01,
+            "log_json": False,
+            "log_level": "WARNING",
+        }
+        return SearchSettings(**(values | overrides))
+
+    return make
+
+
+@pytest.fixture
+def client(make_settings: Callable[..., SearchSettings]) -> Iterator[TestClient]:
+    with TestClient(create_app(make_settings())) as test_client:
+        yield test_client

@@ -1,0 +1,128 @@
+"""A fake embedder and synthetic photos, for fast unit tests of the search service's own logic.
+
+The fake speaks the embedder's HTTP contract (``POST /faces``, ``GET /models``, ``GET /healthz``)
+but detects nothing: each test photo is a small PNG whose text chunk ``faces`` names the people
+in it, and every person has a fixed random unit vector, perturbed a little per photo, so that two
+photos of one person score ~0.96 and photos of different people ~0. Real-model end-to-end tests
+live in ``tests/e2e``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
+
+from search_service.domain import DetectedFace, DetectedImage, NewImage, Upload
+
+DIMENSION = 128
+MODEL = "fake-embedder-v1"
+# Per-photo perturbation: cosine between two photos of one person is about 1 / (1 + NOISE**2).
+NOISE = 0.2
+
+
+def photo(*people: str, variant: int = 0, size: tuple[int, int] = (48, 48)) -> bytes:
+    """PNG bytes showing ``people`` (as far as the fake is concerned); ``variant`` changes the bytes."""
+    seed = int.from_bytes(hashlib.sha256(f"{people}/{variant}".encode()).digest()[:8], "little")
+    pixels = np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    info = PngImagePlugin.PngInfo()
+    info.add_text("faces", ",".join(people))
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def _unit(seed_text: str) -> np.ndarray:
+    seed = int.from_bytes(hashlib.sha256(seed_text.encode()).digest()[:8], "little")
+    vector = np.random.default_rng(seed).standard_normal(DIMENSION)
+    return vector / np.linalg.norm(vector)
+
+
+def face_vector(person: str, photo_bytes: bytes, index: int) -> np.ndarray:
+    """The embedding the fake returns for face ``index`` (one of ``person``) of a photo."""
+    noise = _unit(f"{hashlib.sha256(photo_bytes).hexdigest()}/{index}")
+    vector = _unit(person) + NOISE * noise
+    return (vector / np.linalg.norm(vector)).astype(np.float32)
+
+
+def _json(payload: object, status: int = 200) -> Response:
+    return Response(json.dumps(payload), status, content_type="application/json")
+
+
+@dataclass
+class FakeEmbedder:
+    server: HTTPServer
+    calls: list[int] = field(default_factory=list)  # photos per POST /faces call
+    fail_next: list[int] = field(default_factory=list)  # statuses to answer before behaving
+    model: str = MODEL
+    delay_s: float = 0.0  # per POST /faces call, to stretch a bulk ingest in time
+
+    def __post_init__(self) -> None:
+        self.server.expect_request("/faces", method="POST").respond_with_handler(self._faces)
+        self.server.expect_request("/models").respond_with_handler(
+            lambda _: _json({"embedding_model": self.model, "embedding_dimension": DIMENSION, "models": []})
+        )
+        self.server.expect_request("/healthz").respond_with_json({"status": "ok"})
+
+    @property
+    def url(self) -> str:
+        return self.server.url_for("").rstrip("/")
+
+    def _faces(self, request: Request) -> Response:
+        if self.fail_next:
+            return _json({"detail": "busy"}, self.fail_next.pop(0))
+        uploads = request.files.getlist("image")
+        self.calls.append(len(uploads))
+        time.sleep(self.delay_s)
+        images = []
+        for upload in uploads:
+            data = upload.read()
+            try:
+                image = Image.open(io.BytesIO(data))
+                image.load()
+            except UnidentifiedImageError:
+                return _json({"detail": "cannot identify image file"}, 415)
+            except OSError as error:
+                return _json({"detail": f"cannot decode image: {error}"}, 400)
+            people = [name for name in str(image.info.get("faces", "")).split(",") if name]
+            images.append(
+                {
+                    "width": image.width,
+                    "height": image.height,
+                    "faces": [
+                        {
+                            "box": [2.0 + 10 * i, 2.0, 10.0 + 10 * i, 12.0],
+                            "score": 0.99,
+                            "landmarks": [[4.0 + 10 * i, 5.0]] * 5,
+                            "embedding": face_vector(name, data, i).tolist(),
+                        }
+                        for i, name in enumerate(people)
+                    ],
+                }
+            )
+        return _json({"images": images})
+
+
+def new_image(
+    data: bytes,
+    *,
+    collection: str = "main",
+    people: tuple[str, ...] = ("alice",),
+    external_id: str | None = None,
+) -> NewImage:
+    """What the images service hands the store for ``data``, as the fake embedder would see it."""
+    upload = Upload(
+        filename="photo.png", data=data, sha256=hashlib.sha256(data).hexdigest(), content_type="image/png"
+    )
+    faces = [
+        DetectedFace((1.0 + i, 2.0, 30.0 + i, 40.0), 0.98, [[5.0, 6.0]] * 5, face_vector(name, data, i))
+        for i, name in enumerate(people)
+    ]
+    return NewImage(upload, collection, external_id, {"source": "test"}, DetectedImage(48, 48, faces))

@@ -1,0 +1,1 @@
+"""Developer commands: launcher, benchmarks, evaluation, reference recording."""
