@@ -90,27 +90,25 @@ class EmbedderClient:
         """The embedder's model, cached for a while: it only changes when the embedder restarts."""
         if self._model is None or time.monotonic() - self._model_fetched_at >= self._model_ttl_s:
             response = await self._request("GET", "/models")
-            if response.status_code != 200:
-                raise EmbedderProtocolError(f"embedder GET /models answered {response.status_code}")
-            payload = response.json()
-            self._model = EmbeddingModel(payload["embedding_model"], int(payload["embedding_dimension"]))
+            try:
+                response.raise_for_status()
+                payload = response.json()
+                self._model = EmbeddingModel(
+                    str(payload["embedding_model"]), int(payload["embedding_dimension"])
+                )
+            except (httpx.HTTPStatusError, ValueError, KeyError, TypeError) as error:
+                raise EmbedderProtocolError(f"embedder GET /models: unexpected answer ({error})") from error
             self._model_fetched_at = time.monotonic()
         return self._model
 
     async def health(self) -> tuple[EmbeddingModel | None, str | None]:
-        """(model, None) when the embedder answers, (None, reason) when not; one try, no retries."""
+        """(model, None) when the embedder answers, (None, reason) when not."""
         try:
             response = await self._client.get("/healthz", timeout=2.0)
             if response.status_code != 200:
                 return None, f"GET /healthz answered {response.status_code}"
             return await self.model(), None
-        except (
-            httpx.HTTPError,
-            EmbedderUnavailableError,
-            EmbedderProtocolError,
-            KeyError,
-            ValueError,
-        ) as error:
+        except (httpx.HTTPError, EmbedderUnavailableError, EmbedderProtocolError) as error:
             return None, str(error) or type(error).__name__
 
     def _batches(self, uploads: Sequence[Upload]) -> Iterator[list[Upload]]:

@@ -125,10 +125,13 @@ class Ingester:
                 await self._upload(fresh)
         except (_RequestFailed, OSError) as error:
             self.summary.failed += [(p.relative_to(self.root).as_posix(), str(error)) for p in paths]
-        self.progress.update(len(paths))
         self.progress.set_postfix(
-            new=self.summary.ingested, skipped=self.summary.skipped, failed=len(self.summary.failed)
+            new=self.summary.ingested,
+            skipped=self.summary.skipped,
+            failed=len(self.summary.failed),
+            refresh=False,
         )
+        self.progress.update(len(paths))
 
     async def _known(self, digests: list[str]) -> set[str]:
         response = await self._call(
@@ -157,9 +160,8 @@ class Ingester:
                 await self._upload([photo])
             return
         if response.status_code != 200:
-            self.summary.failed.append(
-                (photos[0].external_id, f"HTTP {response.status_code}: {_detail(response)}")
-            )
+            reason = f"HTTP {response.status_code}: {_detail(response)}"
+            self.summary.failed += [(p.external_id, reason) for p in photos]
             return
         for image in response.json()["images"]:
             if image["duplicate"]:

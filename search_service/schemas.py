@@ -19,6 +19,12 @@ class ErrorResponse(BaseModel):
     detail: str = Field(description="What went wrong, naming the offending file where there is one.")
 
 
+class InvalidRequestResponse(BaseModel):
+    detail: list[dict[str, Any]] | str = Field(
+        description="FastAPI's list of parameter errors, or a sentence (e.g. no face in the query photo)."
+    )
+
+
 class Face(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 

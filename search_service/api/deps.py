@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from search_service.domain import Upload
 from search_service.errors import UploadTooLargeError
-from search_service.schemas import ErrorResponse
+from search_service.schemas import ErrorResponse, InvalidRequestResponse
 from search_service.services.container import Services
 
 
@@ -55,7 +55,7 @@ _ERROR_DESCRIPTIONS = {
     409: "The embedder runs another model than the one this index was built with.",
     413: "Upload too large: the whole body, or one photo (named in `detail`).",
     415: "Not an image format the embedder reads (file named in `detail`).",
-    422: "Invalid parameters (FastAPI's list of errors), or no face in the query photo (a string).",
+    422: "Invalid parameters, or no face in the query photo.",
     502: "The embedder answered something unexpected.",
     503: "The embedder is unreachable or failing; retry later.",
 }
@@ -64,7 +64,10 @@ _ERROR_DESCRIPTIONS = {
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI documentation of the errors a route can answer with, all shaped {"detail": ...}."""
     return {
-        code: {"description": _ERROR_DESCRIPTIONS[code]} | ({} if code == 422 else {"model": ErrorResponse})
+        code: {
+            "description": _ERROR_DESCRIPTIONS[code],
+            "model": InvalidRequestResponse if code == 422 else ErrorResponse,
+        }
         for code in codes
     }
 

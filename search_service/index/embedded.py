@@ -2,7 +2,8 @@
 
 Vectors are loaded from the store at start and kept in memory. Small sets (and small filtered
 subsets) are searched exactly with one matrix product; at ``hnsw_min_faces`` and above a faiss
-HNSW graph answers, because exact search grows linearly (9 ms at 100k, 63 ms at 1M on 2 cores).
+HNSW graph answers, because exact search grows linearly with the set (3-9 ms at 100k, ~63 ms at
+1M on 2 cores; see ``SearchSettings.hnsw_min_faces`` for the measured crossover).
 
 The graph is persisted under the data directory together with the face id of every node and a
 stamp naming the store it was built from. At start it is reconciled with the store by face id:

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
+import structlog
 from starlette.concurrency import run_in_threadpool
 
 from search_service.domain import ImageRecord, NewImage, Upload
@@ -15,6 +16,8 @@ from search_service.index.base import FaceIndex
 from search_service.schemas import IngestedImage
 from search_service.services.model_guard import ModelGuard
 from search_service.store import Store, StoredImage
+
+log = structlog.get_logger(__name__)
 
 
 class ImagesService:
@@ -62,6 +65,7 @@ class ImagesService:
             # before we answer (the embedded index is rebuilt from the store if we die first).
             await run_in_threadpool(self._index.add, faces)
             stored = {result.image.sha256: result for result in results}
+            log.info("photos ingested", collection=collection, photos=len(results), faces=len(faces))
         answers: list[IngestedImage] = []
         answered: set[str] = set()
         for upload in uploads:
@@ -99,3 +103,4 @@ class ImagesService:
         if not await run_in_threadpool(self._store.delete_media, image_id, "image"):
             raise NotFoundError(f"no image with id {image_id}")
         await run_in_threadpool(self._index.remove_media, [image_id])
+        log.info("photo deleted", image_id=image_id)

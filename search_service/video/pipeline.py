@@ -87,6 +87,8 @@ def process_video(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if not sample_fps > 0:
+        raise ValueError(f"sample_fps must be positive, got {sample_fps}")
     started = time.perf_counter()
     info = probe(path)
     scale = downscale_factor(info.width, info.height, max_side)
@@ -176,5 +178,5 @@ def _to_source(face: FaceObservation, scale: float) -> FaceObservation:
     return dataclasses.replace(
         face,
         box=(x1 / scale, y1 / scale, x2 / scale, y2 / scale),
-        landmarks=np.asarray(face.landmarks, dtype=np.float64) / scale,
+        landmarks=None if face.landmarks is None else np.asarray(face.landmarks, dtype=np.float64) / scale,
     )

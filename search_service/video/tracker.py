@@ -2,15 +2,15 @@
 
 A track is one person's continuous appearance. Linking a face to a track needs appearance evidence
 (cosine similarity of embeddings) and, unless the similarity is very high, spatial evidence too:
-on the real clips (dlib ResNet embeddings, 2 samples/s) consecutive samples of one face scored
+on the real clips (dlib ResNet embeddings of faces found by dlib's HOG detector, 2 samples/s; to be
+re-checked with the MTCNN embedder) consecutive samples of one face scored
 0.92-0.995 while different people in one crowd shot reached 0.92, so appearance alone cannot tell
 them apart; position can. Boxes are compared after enlarging them about their centres, because
 at a few samples per second a face often moves by most of its width (plain IoU was 0 between
 consecutive samples of one face in ``hamilton_short_clip.mp4``).
 
-Assignment is optimal (Hungarian, scipy's ``linear_sum_assignment``) rather than greedy: it costs
-microseconds at a few dozen faces per frame and cannot let one early greedy pick steal the face
-that a second track needs.
+Assignment is optimal (Hungarian, scipy's ``linear_sum_assignment``) rather than greedy: 4 us for
+20 x 20 here, and no early greedy pick can steal the face that a second track needs.
 
 Tracks that break (a cut, a turned head, a long miss) are cheap to repair: grouping joins tracks
 of one person into a person with several time ranges. A wrong link is not repairable, so linking
@@ -42,7 +42,8 @@ class FaceObservation:
 
     box: Box  # x1, y1, x2, y2
     score: float  # detection confidence
-    landmarks: np.ndarray  # (5, 2) x, y: image-left eye, image-right eye, nose, mouth left, mouth right
+    # (5, 2) x, y: image-left eye, image-right eye, nose, mouth left, mouth right; None if not given
+    landmarks: np.ndarray | None
     embedding: np.ndarray  # (D,) L2-normalised
 
 
@@ -81,7 +82,7 @@ class Track:
     best_time: float  # seconds: the sample with the best face
     best_box: Box  # the best face's box at best_time, in source pixels
     best_quality: float  # see face_quality
-    thumbnail_jpeg: bytes  # the best face with a margin
+    thumbnail_jpeg: bytes  # the best face with a margin; empty if its box lies outside the frame
     representatives: np.ndarray  # (k, D), 1 <= k <= max_representatives, actual face embeddings
     mean_embedding: np.ndarray  # (D,) mean of the track's embeddings, L2-normalised
 
@@ -123,7 +124,8 @@ def face_quality(face: FaceObservation, image_rgb: np.ndarray, image_scale: floa
     """How good a thumbnail (and a sample of the person) this face is: side x sharpness x frontality.
 
     side: sqrt of the box area in source pixels. Sharpness: standard deviation of the Laplacian of
-    the face resized to a fixed size (so blur counts, not resolution). Frontality: see above. Each
+    the face resized to a fixed size (so blur counts, not resolution). Frontality: see above (1 when
+    there are no landmarks). Each
     factor scales roughly linearly, so none dominates the product. ``image_scale`` is image pixels
     per source pixel (below 1 when frames were downscaled before detection).
     """
@@ -135,7 +137,8 @@ def face_quality(face: FaceObservation, image_rgb: np.ndarray, image_scale: floa
     gray = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
     gray = cv2.resize(gray, (_SHARPNESS_SIDE, _SHARPNESS_SIDE), interpolation=cv2.INTER_AREA)
     sharpness = float(cv2.Laplacian(gray, cv2.CV_64F).std())
-    return side * sharpness * frontality(face.landmarks)
+    pose = frontality(face.landmarks) if face.landmarks is not None else 1.0
+    return side * sharpness * pose
 
 
 def select_representatives(embeddings: np.ndarray, k: int, min_distance: float) -> np.ndarray:
@@ -234,9 +237,9 @@ class FaceTracker:
                 track = self._start(t, face, quality, image_rgb)
             present.append(track.id)
         self._cooccurring.update(itertools.combinations(sorted(present), 2))
-        still_open = [t for t in self._open if t.missed <= self.config.max_missed]
-        self._closed.extend(t for t in self._open if t.missed > self.config.max_missed)
-        self._open = still_open
+        stale = [track for track in self._open if track.missed > self.config.max_missed]
+        self._closed.extend(stale)
+        self._open = [track for track in self._open if track.missed <= self.config.max_missed]
 
     def finish(self) -> list[Person]:
         """Close every track, summarise each, and group them into people."""
@@ -247,8 +250,9 @@ class FaceTracker:
         members: dict[int, list[Track]] = {}
         for label, track in zip(labels, tracks, strict=True):
             members.setdefault(label, []).append(track)
-        # Same tolerance as within a track: up to max_missed samples without the face.
-        max_gap = (self.config.max_missed + 0.5) * self.sample_interval
+        # Same tolerance as within a track: up to max_missed samples without the face (ranges already
+        # reach half an interval past the last sample; the other half absorbs timestamp jitter).
+        max_gap = (self.config.max_missed + 1) * self.sample_interval
         groups = sorted(members.values(), key=lambda g: g[0].start)
         return [
             Person(index, merge_ranges([(t.start, t.end) for t in group], max_gap), group)
@@ -260,8 +264,8 @@ class FaceTracker:
         mean = track.embedding_sum / np.linalg.norm(track.embedding_sum)
         # The latest face follows gradual pose change; the mean resists one bad frame.
         similarity = float(max(track.last_embedding @ face.embedding, mean @ face.embedding))
-        overlap = box_iou(track.last_box, face.box, self.config.box_expand)
         cfg = self.config
+        overlap = box_iou(track.last_box, face.box, cfg.box_expand)
         near = overlap >= cfg.min_overlap
         if similarity >= cfg.far_link_similarity or (near and similarity >= cfg.link_similarity):
             return similarity + overlap

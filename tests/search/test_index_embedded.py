@@ -104,6 +104,24 @@ class TestHnswMode(IndexConformance):
         assert details["mode"] == "hnsw" and details["dead_rows"] == 0
         self.assert_matches_brute_force(gallery)
 
+    def test_writes_during_a_background_build_are_kept(self, make_index: IndexFactory) -> None:
+        gallery = Gallery(make_index, settle=lambda index: None)  # do not wait: write during the build
+        media = gallery.add(range(800), 4)
+        index = gallery.index
+        assert isinstance(index, EmbeddedIndex)
+        assert index.health().details["graph_building"]
+        gallery.remove(media[:40])
+        late = gallery.add(range(800, 810), 2)
+        _settle(index)
+        assert index.health().details["mode"] == "hnsw"
+        assert index.count() == 3200 - 40 + 20
+        self.assert_matches_brute_force(gallery)
+        [hits] = index.search(gallery.centers[805][None], 2)
+        assert {hit.media_id for hit in hits} == set(late[10:12])
+        [hits] = index.search(gallery.centers[0][None], 10)
+        assert not {hit.media_id for hit in hits} & set(media[:40])
+        gallery.close()
+
     def test_selective_filter_through_the_graph_still_gives_k(self, gallery: Gallery) -> None:
         gallery.add(range(300), 3, collection="big")
         mid = gallery.add(range(300, 420), 1, collection="mid")  # above the threshold: graph + selector

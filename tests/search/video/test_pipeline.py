@@ -120,6 +120,14 @@ def test_a_detector_that_drops_frames_is_an_error(a_b_a_clip: Path) -> None:
         process_video(a_b_a_clip, short)
 
 
+@pytest.mark.parametrize(("option", "value"), [("sample_fps", 0.0), ("batch_size", 0)])
+def test_invalid_options_are_refused(
+    a_b_a_clip: Path, detector: TemplateFaceDetector, option: str, value: float
+) -> None:
+    with pytest.raises(ValueError, match=option):
+        process_video(a_b_a_clip, detector, **{option: value})  # type: ignore[arg-type]
+
+
 def test_index_size_does_not_grow_with_frame_count(
     tmp_path: Path, face_photos: dict[str, np.ndarray], detector: TemplateFaceDetector
 ) -> None:

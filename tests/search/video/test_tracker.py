@@ -194,6 +194,9 @@ def test_face_quality_scores_size_sharpness_and_pose() -> None:
     # Boxes are in source pixels; a frame downscaled by 2 crops the same region.
     half = cv2.resize(FRAME, (160, 120), interpolation=cv2.INTER_AREA)
     assert face_quality(face, half, image_scale=0.5) > 0
+    # A detector without landmarks: pose is left out rather than guessed.
+    unposed = FaceObservation(face.box, face.score, None, face.embedding)
+    assert face_quality(unposed, FRAME) == pytest.approx(sharp)
 
 
 def test_frontality() -> None:
