@@ -12,9 +12,9 @@ from starlette.concurrency import run_in_threadpool
 from embedder_service.api.routes import router
 from embedder_service.service import EmbedderService
 from embedder_service.settings import EmbedderSettings, get_settings
-from facesearch_common.limits import limit_body_size
 from facesearch_common.logging import configure_logging
 from facesearch_common.metrics import instrument
+from facesearch_common.upload_limit import UploadLimitMiddleware
 
 log = structlog.get_logger(__name__)
 
@@ -40,6 +40,10 @@ def create_app(settings: EmbedderSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     instrument(app)
-    limit_body_size(app, settings.max_upload_bytes * settings.max_images_per_request)
+    # Room for the multipart framing around each image.
+    app.add_middleware(
+        UploadLimitMiddleware,
+        limits={"/faces": (settings.max_upload_bytes + 64 * 1024) * settings.max_images_per_request},
+    )
     app.include_router(router)
     return app

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from facesearch_common.logging import configure_logging
 from facesearch_common.metrics import instrument
 from search_service.api import collections, health, images, search
-from search_service.api.upload_limit import UploadLimitMiddleware
+from facesearch_common.upload_limit import UploadLimitMiddleware
 from search_service.errors import ServiceError
 from search_service.services.container import Services
 from search_service.settings import SearchSettings, get_settings

@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MiB = 1024 * 1024
@@ -28,7 +28,24 @@ class SearchSettings(BaseSettings):
     index_backend: Literal["embedded", "opensearch"] = Field(
         default="embedded", validation_alias="INDEX_BACKEND"
     )
+    # OpenSearch backend (INDEX_BACKEND=opensearch); OPENSEARCH_URL may list nodes, comma-separated,
+    # and may carry credentials. The rest are SEARCH_OPENSEARCH_*.
     opensearch_url: str = Field(default="http://127.0.0.1:9200", validation_alias="OPENSEARCH_URL")
+    opensearch_index: str = "facesearch-faces"
+    opensearch_shards: int = Field(default=1, ge=1)
+    # The SQLite store can rebuild the index: replicas buy availability, not durability.
+    opensearch_replicas: int = Field(default=0, ge=0)
+    opensearch_hnsw_m: int = Field(default=16, ge=2)
+    opensearch_ef_construction: int = Field(default=128, ge=2)
+    opensearch_ef_search: int = Field(default=128, ge=1, le=10_000)
+    opensearch_timeout_s: float = Field(default=10.0, gt=0)
+    opensearch_bulk_timeout_s: float = Field(default=120.0, gt=0)
+    opensearch_retries: int = Field(default=2, ge=0)
+    opensearch_connect_wait_s: float = Field(default=60.0, ge=0)
+    opensearch_username: str | None = None
+    opensearch_password: SecretStr | None = None
+    opensearch_verify_certs: bool = True
+    opensearch_ca_certs: Path | None = None
 
     # Cosine similarity at or above which a hit is reported as `match: true`. Provisional: DESIGN.md
     # measured the LFW View 1 cosine-distance threshold at 0.092-0.100, i.e. similarity ~0.90; the

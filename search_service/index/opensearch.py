@@ -48,7 +48,7 @@ import structlog
 from opensearchpy import OpenSearch
 from opensearchpy.connection import Connection
 from opensearchpy.exceptions import ConnectionError as ClusterUnreachable
-from opensearchpy.exceptions import NotFoundError, TransportError
+from opensearchpy.exceptions import NotFoundError, RequestError, TransportError
 from opensearchpy.helpers import BulkIndexError, streaming_bulk
 
 from search_service.errors import ServiceError
@@ -165,8 +165,8 @@ class OpenSearchIndex(FaceIndex):
         self._chunk = bulk_chunk_docs
         options: dict[str, Any] = {} if connection_class is None else {"connection_class": connection_class}
         # One client for the handle's life: it keeps a pool of keep-alive connections per node.
-        # Retries go to the next node at once, on connection errors, timeouts (every request
-        # here is safe to repeat: writes name their document ids) and 502/503/504.
+        # Retries go to the next node at once, on connection errors, timeouts and 502/503/504:
+        # reads, writes that name their document ids and deletes are all safe to repeat.
         self._client = OpenSearch(
             hosts=[host.strip() for host in url.split(",") if host.strip()],
             timeout=timeout_s,
@@ -295,7 +295,7 @@ class OpenSearchIndex(FaceIndex):
                 if left <= 0:
                     raise
                 log.warning("waiting for OpenSearch", error=str(error), seconds_left=round(left))
-                time.sleep(min(2.0, left))
+                time.sleep(min(1.0, left))
 
     def _mapping(self, dimension: int) -> dict[str, Any]:
         return {
@@ -340,7 +340,19 @@ class OpenSearchIndex(FaceIndex):
             },
             "mappings": self._mapping(dimension) | {"_meta": meta},
         }
-        self._client.indices.create(index=self._index, body=body, request_timeout=self._bulk_timeout)
+        try:
+            self._client.indices.create(index=self._index, body=body, request_timeout=self._bulk_timeout)
+        except RequestError as error:
+            # A retried create whose first attempt went through, or another handle was quicker:
+            # use that index if it is exactly the one this call would have made.
+            if error.error != "resource_already_exists_exception":
+                raise
+            state = self._read_state()
+            wanted = _IndexState(dimension, self._store_id, self._fingerprint(dimension))
+            if state != wanted:
+                raise IndexMismatch(
+                    f"OpenSearch index {self._index!r} appeared meanwhile with {state}; expected {wanted}"
+                ) from error
         self._dimension = dimension
         log.info("opensearch index created", index=self._index, dimension=dimension, engine=ENGINE)
 
