@@ -1,4 +1,4 @@
-"""Content-addressed files under the data directory (photos now, videos and thumbnails next).
+"""Content-addressed files under the data directory: photos, videos and face thumbnails.
 
 A file is named by the sha256 of its bytes, so writing the same content twice is a no-op and a
 file at its final path is always complete: it is written to a temporary file, fsynced, and only
@@ -13,6 +13,7 @@ import shutil
 import tempfile
 from collections.abc import Collection
 from pathlib import Path
+from typing import IO
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -36,15 +37,29 @@ class BlobStore:
 
     def put(self, sha256: str, data: bytes) -> Path:
         """Store ``data`` (whose digest the caller computed) durably; returns its path."""
+        if self.path(sha256).exists():
+            return self.path(sha256)
+        with self.staging_file() as file:
+            file.write(data)
+        return self.put_file(sha256, Path(file.name))
+
+    def staging_file(self) -> IO[bytes]:
+        """A new temporary file to write an upload into, then hand to :meth:`put_file`.
+
+        It is not deleted on close: a failed upload must unlink it (or the next sweep does).
+        """
+        return tempfile.NamedTemporaryFile(dir=self.temporary, delete=False)
+
+    def put_file(self, sha256: str, staged: Path) -> Path:
+        """Move a complete temporary file (see :meth:`staging_file`) into place durably."""
         final = self.path(sha256)
         if final.exists():
+            staged.unlink()
             return final
         final.parent.mkdir(exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=self.temporary, delete=False) as file:
-            file.write(data)
-            file.flush()
+        with staged.open("rb+") as file:
             os.fsync(file.fileno())
-        os.replace(file.name, final)
+        os.replace(staged, final)
         _fsync_directory(final.parent)
         return final
 

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 
 from search_service.index.base import Source
 
 Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels of the (EXIF-rotated) image
+TimeRange = tuple[float, float]  # start, end in seconds from the start of a video
+JobState = Literal["queued", "running", "done", "failed", "cancelled"]
+JOB_STATES: tuple[JobState, ...] = ("queued", "running", "done", "failed", "cancelled")
+UNFINISHED_STATES: tuple[JobState, ...] = ("queued", "running")
 
 
 @dataclass(frozen=True)
@@ -61,7 +66,9 @@ class FaceRecord:
 
 
 @dataclass(frozen=True)
-class ImageRecord:
+class MediaRecord:
+    """What photos and videos share."""
+
     id: int
     collection: str
     external_id: str | None
@@ -69,11 +76,79 @@ class ImageRecord:
     filename: str | None
     content_type: str
     size_bytes: int
-    width: int | None
+    width: int | None  # videos: known once a job has finished
     height: int | None
-    metadata: dict[str, Any]
     created_at: str
+
+
+@dataclass(frozen=True)
+class ImageRecord(MediaRecord):
+    metadata: dict[str, Any]
     faces: list[FaceRecord] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    """An upload streamed to a temporary file under the data directory, hashed on the way."""
+
+    path: Path
+    filename: str
+    content_type: str
+    size_bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class SubmittedVideo:
+    video_id: int
+    job_id: int
+    duplicate: bool  # the collection already held this video (same bytes)
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One ingest run of a video; ``attempts`` counts starts (a restart re-runs it from scratch)."""
+
+    id: int
+    video_id: int
+    state: JobState
+    progress: float
+    frames_processed: int
+    faces_found: int
+    error: str | None
+    attempts: int
+    timings: dict[str, float] | None
+    created_at: str
+    updated_at: str
+    started_at: str | None
+    finished_at: str | None
+
+
+@dataclass(frozen=True)
+class TrackRecord:
+    id: int
+    start: float
+    end: float
+    faces: int
+    best_time: float
+    box: Box  # the best face, at best_time
+    has_thumbnail: bool
+
+
+@dataclass(frozen=True)
+class PersonRecord:
+    index: int
+    time_ranges: list[TimeRange]
+    tracks: list[TrackRecord]
+    thumbnail_track: int | None  # id of the track whose best face shows this person best
+
+
+@dataclass(frozen=True)
+class VideoRecord(MediaRecord):
+    duration: float | None  # known once a job has finished
+    fps: float | None
+    job: JobRecord | None  # the latest
+    people: list[PersonRecord] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -86,7 +161,11 @@ class HitSource:
     external_id: str | None
     collection: str
     box: Box
-    time_ranges: list[tuple[float, float]] | None  # videos: the person's appearances
+    # Videos: the person's appearances, and the track frame the vector's box belongs to.
+    time_ranges: list[TimeRange] | None
+    person: int | None = None
+    track_id: int | None = None
+    time_s: float | None = None
 
 
 @dataclass(frozen=True)

@@ -79,11 +79,22 @@ class EmbedderClient:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def detect(self, uploads: Sequence[Upload]) -> list[DetectedImage]:
-        """Faces with embeddings for every upload, in order, batching several photos per call."""
+    async def detect(
+        self, uploads: Sequence[Upload], *, min_face_size: int | None = None, threshold: float | None = None
+    ) -> list[DetectedImage]:
+        """Faces with embeddings for every upload, in order, batching several photos per call.
+
+        ``min_face_size`` (pixels) and ``threshold`` (detection confidence) override the embedder's
+        defaults when given.
+        """
+        params: dict[str, str | int | float] = {"embeddings": "true", "landmarks": "true"}
+        if min_face_size is not None:
+            params["min_face_size"] = min_face_size
+        if threshold is not None:
+            params["threshold"] = threshold
         results: list[DetectedImage] = []
         for batch in self._batches(uploads):
-            results.extend(await self._detect_batch(batch))
+            results.extend(await self._detect_batch(batch, params))
         return results
 
     async def model(self) -> EmbeddingModel:
@@ -123,18 +134,20 @@ class EmbedderClient:
         if batch:
             yield batch
 
-    async def _detect_batch(self, uploads: list[Upload]) -> list[DetectedImage]:
+    async def _detect_batch(
+        self, uploads: list[Upload], params: dict[str, str | int | float]
+    ) -> list[DetectedImage]:
         response = await self._request(
             "POST",
             "/faces",
-            params={"embeddings": "true", "landmarks": "true"},
+            params=params,
             files=[("image", (u.filename, u.data, u.content_type)) for u in uploads],
         )
         if response.status_code in _CLIENT_ERRORS:
             if len(uploads) > 1:
                 # The verdict covers the whole batch; resend one by one to name the culprit.
                 for upload in uploads:
-                    await self._detect_batch([upload])
+                    await self._detect_batch([upload], params)
             name = uploads[0].filename if len(uploads) == 1 else f"a batch of {len(uploads)} photos"
             raise EmbedderRejectedError(f"{name}: {_detail(response)}", response.status_code)
         if response.status_code != 200:

@@ -11,8 +11,8 @@ from fastapi.responses import JSONResponse
 
 from facesearch_common.logging import configure_logging
 from facesearch_common.metrics import instrument
-from search_service.api import collections, health, images, search
 from facesearch_common.upload_limit import UploadLimitMiddleware
+from search_service.api import collections, health, images, jobs, search, videos
 from search_service.errors import ServiceError
 from search_service.services.container import Services
 from search_service.settings import SearchSettings, get_settings
@@ -23,9 +23,11 @@ log = structlog.get_logger(__name__)
 _MULTIPART_OVERHEAD = 64 * 1024
 
 DESCRIPTION = """
-Reverse face search over your own photos (and, next, videos). Ingest photos with `POST /images`;
-search with a photo at `POST /search`: every face found in it gets a ranked list of the stored
-faces most like it, with cosine similarity scores and a match flag. Errors are JSON `{"detail": ...}`.
+Reverse face search over your own photos and videos. Ingest photos with `POST /images`, videos
+with `POST /videos` (analysed in the background: follow `GET /jobs/{id}`); search with a photo at
+`POST /search`: every face found in it gets a ranked list of the stored faces (photos) and people
+(videos, with the time ranges they appear in) most like it, with cosine similarity scores and a
+match flag. Errors are JSON `{"detail": ...}`.
 """
 
 
@@ -62,10 +64,11 @@ def create_app(settings: SearchSettings | None = None) -> FastAPI:
         limits={
             "/images": settings.max_request_bytes,
             "/search": settings.max_image_bytes + _MULTIPART_OVERHEAD,
+            "/videos": settings.max_video_bytes + _MULTIPART_OVERHEAD,
         },
     )
     instrument(app)
-    for module in (images, search, collections, health):
+    for module in (images, videos, jobs, search, collections, health):
         app.include_router(module.router)
     return app
 

@@ -9,7 +9,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from search_service.domain import PersonRecord, VideoRecord
+
 Box = tuple[float, float, float, float]
+TimeRange = tuple[float, float]
 COLLECTION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 DEFAULT_K = 20
 MAX_K = 1000
@@ -36,20 +39,25 @@ class Face(BaseModel):
     )
 
 
-class Image(BaseModel):
+class Media(BaseModel):
+    """What photos and videos share."""
+
     model_config = ConfigDict(from_attributes=True)
 
     id: int
     collection: str
     external_id: str | None
-    sha256: str = Field(description="Digest of the stored bytes: the same photo twice is recognised by it.")
+    sha256: str = Field(description="Digest of the stored bytes: the same file twice is recognised by it.")
     filename: str | None
     content_type: str
     size_bytes: int
     width: int | None
     height: int | None
-    metadata: dict[str, Any]
     created_at: str
+
+
+class Image(Media):
+    metadata: dict[str, Any]
     faces: list[Face]
 
 
@@ -74,10 +82,23 @@ class Hit(BaseModel):
     face_id: int
     external_id: str | None
     collection: str
-    box: Box = Field(description="The matched face's box in its photo (or video frame).")
-    time_ranges: list[tuple[float, float]] | None = Field(
+    box: Box = Field(description="The matched face's box in its photo; videos: in the frame at `best_time`.")
+    time_ranges: list[TimeRange] | None = Field(
         description="Videos: [[start_s, end_s], ...] where this person appears; null for images."
     )
+    range_scores: list[float] | None = Field(
+        default=None,
+        description="Videos: per entry of `time_ranges`, the query's best similarity to the person there.",
+    )
+    best_time: float | None = Field(
+        default=None,
+        description="Videos: the second of `box`'s frame: the clearest face of the best-matching track.",
+    )
+    person: int | None = Field(
+        default=None,
+        description="Videos: the person's number in the video (one hit per person: its best-scoring face).",
+    )
+    thumbnail_url: str | None = Field(default=None, description="Videos: the face at `best_time`, as JPEG.")
 
 
 class QueryFace(BaseModel):
@@ -133,3 +154,111 @@ class Health(BaseModel):
     )
     index: IndexStatus
     embedder: EmbedderStatus
+
+
+def thumbnail_url(video_id: int, track_id: int) -> str:
+    return f"/videos/{video_id}/thumbnails/{track_id}"
+
+
+class VideoAccepted(BaseModel):
+    job_id: int = Field(description="Follow the analysis at `GET /jobs/{job_id}`.")
+    video_id: int
+    duplicate: bool = Field(
+        description="The collection already held this video (same bytes): its job is returned, or a new "
+        "one when the last failed or was cancelled."
+    )
+
+
+class Job(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    video_id: int
+    state: Literal["queued", "running", "done", "failed", "cancelled"]
+    progress: float = Field(ge=0, le=1, description="Fraction of the video analysed.")
+    frames_processed: int = Field(description="Sampled frames analysed so far.")
+    faces_found: int = Field(description="Faces detected in them (every sighting counts).")
+    error: str | None = Field(description="Why the job failed.")
+    attempts: int = Field(description="Runs started: a restart of the service re-runs a job from scratch.")
+    timings: dict[str, float] | None = Field(
+        description="Done jobs: wall seconds in decode, detect_embed (the embedder), tracking, and in total."
+    )
+    created_at: str
+    updated_at: str
+    started_at: str | None
+    finished_at: str | None
+
+
+class VideoTrack(BaseModel):
+    id: int
+    start: float = Field(description="Seconds.")
+    end: float
+    faces: int = Field(description="Sampled frames in which the face was seen.")
+    best_time: float = Field(description="The second of the clearest face, shown by `thumbnail_url`.")
+    box: Box = Field(description="That face's box, in source pixels.")
+    thumbnail_url: str | None
+
+
+class VideoPerson(BaseModel):
+    index: int
+    time_ranges: list[TimeRange] = Field(description="[[start_s, end_s], ...], sorted and disjoint.")
+    tracks: list[VideoTrack] = Field(description="Its continuous appearances, grouped into this person.")
+    thumbnail_url: str | None = Field(description="The person's clearest face.")
+
+
+class Video(Media):
+    duration: float | None = Field(description="Seconds; null (as fps, width, height) until analysed.")
+    fps: float | None
+    state: Literal["queued", "running", "done", "failed", "cancelled"] | None = Field(
+        description="The state of the video's latest job."
+    )
+    job_id: int | None
+    error: str | None = Field(description="Why the latest job failed.")
+    people: list[VideoPerson] = Field(description="Empty until the analysis is done.")
+
+    @classmethod
+    def from_record(cls, record: VideoRecord) -> Video:
+        job = record.job
+        return cls(
+            **Media.model_validate(record).model_dump(),
+            duration=record.duration,
+            fps=record.fps,
+            state=None if job is None else job.state,
+            job_id=None if job is None else job.id,
+            error=None if job is None else job.error,
+            people=[_person(record.id, person) for person in record.people],
+        )
+
+
+def _person(video_id: int, person: PersonRecord) -> VideoPerson:
+    tracks = [
+        VideoTrack(
+            id=track.id,
+            start=track.start,
+            end=track.end,
+            faces=track.faces,
+            best_time=track.best_time,
+            box=track.box,
+            thumbnail_url=thumbnail_url(video_id, track.id) if track.has_thumbnail else None,
+        )
+        for track in person.tracks
+    ]
+    best = next((track for track in tracks if track.id == person.thumbnail_track), None)
+    return VideoPerson(
+        index=person.index,
+        time_ranges=person.time_ranges,
+        tracks=tracks,
+        thumbnail_url=None if best is None else best.thumbnail_url,
+    )
+
+
+class VideoForm(BaseModel):
+    """The text fields of `POST /videos`."""
+
+    collection: str | None = Field(None, pattern=COLLECTION_PATTERN)
+    external_id: str | None = Field(None, max_length=1024)
+
+
+class VideoList(BaseModel):
+    videos: list[Video]
+    next_after: int | None = Field(description="Pass as `after` for the next page; null on the last page.")

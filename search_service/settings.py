@@ -47,10 +47,12 @@ class SearchSettings(BaseSettings):
     opensearch_verify_certs: bool = True
     opensearch_ca_certs: Path | None = None
 
-    # Cosine similarity at or above which a hit is reported as `match: true`. Provisional: DESIGN.md
-    # measured the LFW View 1 cosine-distance threshold at 0.092-0.100, i.e. similarity ~0.90; the
-    # calibrated value (and the false-match rate it gives) replaces this once `make eval` runs.
-    match_threshold: float = Field(default=0.90, ge=-1.0, le=1.0)
+    # Cosine similarity at or above which a hit is reported as `match: true`. `make eval` chose 0.9107
+    # on LFW View 1 for the default pipeline (five-point alignment, flip-averaged; reports/eval.md).
+    # The real clips agree: the same person's faces in video scored 0.925-0.98 against his stills
+    # while the best cross-person scores were 0.904 (Miranda's still vs a passer-by in the crowd
+    # clip) and 0.900 (his still vs Obama); at 0.90 both were reported as matches.
+    match_threshold: float = Field(default=0.91, ge=-1.0, le=1.0)
     default_collection: str = "default"
 
     # Upload limits, enforced while the body streams in (FastAPI's per-route body limit), so an
@@ -85,6 +87,30 @@ class SearchSettings(BaseSettings):
     hnsw_max_dead_fraction: float = Field(default=0.2, gt=0, lt=1)
     # OpenMP threads faiss may use; the embedder shares the machine, so default to one.
     index_threads: int = Field(default=1, ge=1)
+
+    # Videos: streamed to disk, checked against this size while they arrive.
+    max_video_bytes: int = Field(default=2 * 1024 * MiB, gt=0)
+    # Background ingest jobs run at once; each keeps the embedder busy, and 2 cores suit one.
+    video_workers: int = Field(default=1, ge=1)
+    # Sampled frames per second of video: a face on screen for one second is seen twice.
+    video_sample_fps: float = Field(default=2.0, gt=0)
+    # Frames per embedder call (and between cancellation checks and progress updates).
+    video_batch_frames: int = Field(default=8, ge=1)
+    # Frames are decoded at most this large (longest side): bounds memory and JPEG work, and keeps
+    # thumbnails and face crops sharp.
+    video_max_side: int = Field(default=1280, ge=64)
+    # Faces are detected as if the frame were this large (longest side), by raising the embedder's
+    # min_face_size in proportion: MTCNN's cost follows the first level of its pyramid, so this costs
+    # what a downscaled frame would (embedder CPU per 720p crowd frame: 174 ms this way, 164-178 ms
+    # downscaled) while alignment and embedding still see full-resolution pixels. Measured through
+    # the whole path (tools/bench_video.py, 2 shared cores, 2 samples/s): at 640, 2.3-3.2x real time
+    # at 1280x720 and 4.4x at 640x360; at 960, 1.8-2.9x at 720p for the same faces (44 vs 43).
+    video_detect_side: int = Field(default=640, ge=64)
+    # Detection confidence a face in a video frame needs (photos keep the embedder's 0.7): over many
+    # frames MTCNN's misfires add up. On the real clips 5 of its 7 misfires (hands, hair) scored
+    # under 0.9, and every real face 0.905 or more.
+    video_detection_threshold: float = Field(default=0.9, gt=0, lt=1)
+    video_jpeg_quality: int = Field(default=90, ge=50, le=100)
 
     log_level: str = "INFO"
     log_json: bool = True

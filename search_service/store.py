@@ -9,11 +9,13 @@ photo; the only debris, an unreferenced file, is swept at the next start.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,17 +33,27 @@ from search_service.domain import (
     FaceRecord,
     HitSource,
     ImageRecord,
+    JobRecord,
+    JobState,
+    MediaRecord,
     NewImage,
+    PersonRecord,
+    StagedFile,
+    SubmittedVideo,
+    TimeRange,
+    TrackRecord,
+    VideoRecord,
 )
 from search_service.errors import ModelMismatchError
-from search_service.index.base import FaceBatch
+from search_service.index.base import FaceBatch, Source
+from search_service.video import VideoAnalysis
 
 log = structlog.get_logger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DATABASE_FILE = "facesearch.sqlite3"
 
-_SCHEMA = """
+_SCHEMA_V1 = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 CREATE TABLE media (
@@ -109,16 +121,53 @@ CREATE INDEX faces_media ON faces (media_id);
 CREATE INDEX faces_track ON faces (track_id);
 """
 
-_IMAGE_COLUMNS = (
-    "id, collection, external_id, sha256, filename, content_type, size_bytes, width, height, "
-    "metadata, created_at"
+# Video ingest: job bookkeeping, and people (tracks grouped) with their merged time ranges.
+_SCHEMA_V2 = """
+ALTER TABLE jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;  -- runs started (a restart adds one)
+ALTER TABLE jobs ADD COLUMN started_at TEXT;
+ALTER TABLE jobs ADD COLUMN finished_at TEXT;
+ALTER TABLE jobs ADD COLUMN timings TEXT;  -- JSON: wall seconds per stage of the finished run
+ALTER TABLE tracks ADD COLUMN faces INTEGER NOT NULL DEFAULT 0;  -- observations linked into the track
+
+CREATE TABLE people (
+    media_id INTEGER NOT NULL REFERENCES media (id) ON DELETE CASCADE,
+    person INTEGER NOT NULL,
+    time_ranges TEXT NOT NULL,  -- JSON [[start_s, end_s], ...]: its tracks' ranges, merged
+    thumbnail_track INTEGER REFERENCES tracks (id) ON DELETE SET NULL,  -- its best face
+    PRIMARY KEY (media_id, person)
+);
+"""
+
+# Entry i brings a store from schema version i to i + 1; a new store runs them all.
+_MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2)
+
+_MEDIA_FIELDS = tuple(field.name for field in dataclasses.fields(MediaRecord))
+_IMAGE_COLUMNS = ", ".join((*_MEDIA_FIELDS, "metadata"))
+_VIDEO_COLUMNS = ", ".join((*_MEDIA_FIELDS, "duration_s", "fps"))
+_JOB_COLUMNS = (
+    "id, media_id, state, progress, frames_processed, faces_found, error, attempts, timings, "
+    "created_at, updated_at, started_at, finished_at"
 )
+_INSERT_VIDEO_FACE = (
+    "INSERT INTO faces (media_id, track_id, source, collection, time_s, x1, y1, x2, y2, score, embedding) "
+    "VALUES (?, ?, 'video', ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"
+)
+# Uploading a video again whose last job ended like this queues a new job: how a client retries.
+_RETRYABLE_STATES: tuple[JobState, ...] = ("failed", "cancelled")
 
 
 @dataclass(frozen=True)
 class StoredImage:
     image: ImageRecord
     duplicate: bool
+
+
+@dataclass(frozen=True)
+class PersonVectors:
+    """The stored vectors of one person in a video (rows), and the start second of each one's track."""
+
+    track_starts: np.ndarray
+    vectors: np.ndarray
 
 
 def _now() -> str:
@@ -132,6 +181,45 @@ _IN_LIST = "IN (SELECT value FROM json_each(?))"
 
 def _box(row: sqlite3.Row) -> Box:
     return (row["x1"], row["y1"], row["x2"], row["y2"])
+
+
+def _media_fields(row: sqlite3.Row) -> dict[str, Any]:
+    """The columns every media row has, as MediaRecord's fields."""
+    return {name: row[name] for name in _MEDIA_FIELDS}
+
+
+def _job(row: sqlite3.Row) -> JobRecord:
+    return JobRecord(
+        id=row["id"],
+        video_id=row["media_id"],
+        state=row["state"],
+        progress=row["progress"],
+        frames_processed=row["frames_processed"],
+        faces_found=row["faces_found"],
+        error=row["error"],
+        attempts=row["attempts"],
+        timings=None if row["timings"] is None else json.loads(row["timings"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+    )
+
+
+def _ranges(text: str) -> list[TimeRange]:
+    return [(float(start), float(end)) for start, end in json.loads(text)]
+
+
+def _face_batch(
+    ids: list[int], media_ids: list[int], source: Source, collections: list[str], vectors: list[np.ndarray]
+) -> FaceBatch:
+    return FaceBatch(
+        face_ids=np.asarray(ids, np.int64),
+        media_ids=np.asarray(media_ids, np.int64),
+        sources=[source] * len(ids),
+        collections=collections,
+        vectors=np.vstack(vectors).astype(np.float32) if vectors else np.empty((0, 0), np.float32),
+    )
 
 
 class Store:
@@ -190,17 +278,20 @@ class Store:
 
     def _migrate(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version == SCHEMA_VERSION:
-            return
-        if version != 0:
+        if version > SCHEMA_VERSION:
             raise RuntimeError(
                 f"{self.database_path} has schema version {version}; this build reads {SCHEMA_VERSION}"
             )
         with self._lock:
-            self._db.executescript(
-                f"BEGIN IMMEDIATE; {_SCHEMA}; INSERT INTO meta (key, value) VALUES ('store_id', "
-                f"'{uuid.uuid4().hex}'); PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-            )
+            for step in range(version, SCHEMA_VERSION):
+                extra = (
+                    f"INSERT INTO meta (key, value) VALUES ('store_id', '{uuid.uuid4().hex}');"
+                    if step == 0
+                    else ""
+                )
+                self._db.executescript(
+                    f"BEGIN IMMEDIATE; {_MIGRATIONS[step]}; {extra} PRAGMA user_version = {step + 1}; COMMIT;"
+                )
 
     def _meta(self, key: str) -> str | None:
         rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
@@ -282,16 +373,7 @@ class Store:
                     new_collections.append(image.collection)
                     new_vectors.append(face.embedding)
                 results.append(StoredImage(self._image(db, media_id), duplicate=False))
-        batch = FaceBatch(
-            face_ids=np.asarray(new_ids, np.int64),
-            media_ids=np.asarray(new_media, np.int64),
-            sources=["image"] * len(new_ids),
-            collections=new_collections,
-            vectors=np.vstack(new_vectors).astype(np.float32)
-            if new_vectors
-            else np.empty((0, 0), np.float32),
-        )
-        return results, batch
+        return results, _face_batch(new_ids, new_media, "image", new_collections, new_vectors)
 
     @staticmethod
     def _insert_image(db: sqlite3.Connection, image: NewImage) -> int:
@@ -327,20 +409,7 @@ class Store:
             landmarks = None if face["landmarks"] is None else json.loads(face["landmarks"])
             faces[face["media_id"]].append(FaceRecord(face["id"], _box(face), face["score"], landmarks))
         return [
-            ImageRecord(
-                id=row["id"],
-                collection=row["collection"],
-                external_id=row["external_id"],
-                sha256=row["sha256"],
-                filename=row["filename"],
-                content_type=row["content_type"],
-                size_bytes=row["size_bytes"],
-                width=row["width"],
-                height=row["height"],
-                metadata=json.loads(row["metadata"]),
-                created_at=row["created_at"],
-                faces=faces[row["id"]],
-            )
+            ImageRecord(**_media_fields(row), metadata=json.loads(row["metadata"]), faces=faces[row["id"]])
             for row in rows
         ]
 
@@ -365,8 +434,22 @@ class Store:
         limit: int = 100,
     ) -> list[ImageRecord]:
         """Photos matching every given filter, by ascending id from ``after_id`` (keyset paging)."""
-        clauses: list[str] = ["kind = 'image'", "id > ?"]
-        parameters: list[object] = [after_id]
+        with self._lock:
+            rows = self._find_media("image", _IMAGE_COLUMNS, sha256, collection, external_id, after_id, limit)
+            return self._image_records(self._db, rows)
+
+    def _find_media(
+        self,
+        kind: str,
+        columns: str,
+        sha256: Sequence[str],
+        collection: str | None,
+        external_id: str | None,
+        after_id: int,
+        limit: int,
+    ) -> list[sqlite3.Row]:
+        clauses: list[str] = ["kind = ?", "id > ?"]
+        parameters: list[object] = [kind, after_id]
         if sha256:
             clauses.append(f"sha256 {_IN_LIST}")
             parameters.append(json.dumps(list(sha256)))
@@ -376,12 +459,10 @@ class Store:
         if external_id is not None:
             clauses.append("external_id = ?")
             parameters.append(external_id)
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT {_IMAGE_COLUMNS} FROM media WHERE {' AND '.join(clauses)} ORDER BY id LIMIT ?",
-                [*parameters, limit],
-            ).fetchall()
-            return self._image_records(self._db, rows)
+        return self._db.execute(
+            f"SELECT {columns} FROM media WHERE {' AND '.join(clauses)} ORDER BY id LIMIT ?",
+            [*parameters, limit],
+        ).fetchall()
 
     def delete_media(self, media_id: int, kind: str) -> bool:
         """Delete a photo or video with its faces (and tracks, jobs); False when there is none."""
@@ -392,12 +473,278 @@ class Store:
                 ).fetchone()
                 if row is None:
                     return False
+                thumbnails = db.execute(
+                    "SELECT thumbnail_sha256 FROM tracks WHERE media_id = ? AND thumbnail_sha256 IS NOT NULL",
+                    (media_id,),
+                ).fetchall()
+                files = {row["sha256"], *(thumbnail[0] for thumbnail in thumbnails)}
                 db.execute("DELETE FROM media WHERE id = ?", (media_id,))
-                still_used = db.execute("SELECT 1 FROM media WHERE sha256 = ?", (row["sha256"],)).fetchone()
-            # After the commit: a crash in between leaves an unreferenced file for the next sweep.
-            if still_used is None:
-                self.blobs.remove(row["sha256"])
+                unused = self._unreferenced(db, files)
+            # After the commit: a crash in between leaves unreferenced files for the next sweep.
+            for digest in unused:
+                self.blobs.remove(digest)
             return True
+
+    @staticmethod
+    def _unreferenced(db: sqlite3.Connection, digests: Collection[str]) -> list[str]:
+        """Those of ``digests`` that no media row or thumbnail names (files shared by content stay)."""
+        rows = db.execute(
+            "SELECT value FROM json_each(?) WHERE value NOT IN (SELECT sha256 FROM media) AND value NOT IN "
+            "(SELECT thumbnail_sha256 FROM tracks WHERE thumbnail_sha256 IS NOT NULL)",
+            (json.dumps(sorted(digests)),),
+        ).fetchall()
+        return [row[0] for row in rows]
+
+    # -- videos ------------------------------------------------------------------------------
+
+    def add_video(self, staged: StagedFile, collection: str, external_id: str | None) -> SubmittedVideo:
+        """Store an uploaded video and queue its ingest job, in one transaction.
+
+        The same bytes already in the collection are not stored twice: that video comes back, with
+        a new job when its last one failed or was cancelled (uploading again is how to retry).
+        """
+        with self._lock:
+            # The file is durable before the row naming it, as for photos (see __init__).
+            self.blobs.put_file(staged.sha256, staged.path)
+            with self._transaction() as db:
+                existing = db.execute(
+                    "SELECT id FROM media WHERE kind = 'video' AND collection = ? AND sha256 = ?",
+                    (collection, staged.sha256),
+                ).fetchone()
+                if existing is None:
+                    video_id = db.execute(
+                        "INSERT INTO media (kind, collection, external_id, sha256, filename, content_type, "
+                        "size_bytes, created_at) VALUES ('video', ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                        (
+                            collection,
+                            external_id,
+                            staged.sha256,
+                            staged.filename,
+                            staged.content_type,
+                            staged.size_bytes,
+                            _now(),
+                        ),
+                    ).fetchone()[0]
+                    return SubmittedVideo(video_id, self._insert_job(db, video_id), duplicate=False)
+                video_id = existing["id"]
+                last = db.execute(
+                    "SELECT id, state FROM jobs WHERE media_id = ? ORDER BY id DESC LIMIT 1", (video_id,)
+                ).fetchone()
+                if last is not None and last["state"] not in _RETRYABLE_STATES:
+                    return SubmittedVideo(video_id, last["id"], duplicate=True)
+                return SubmittedVideo(video_id, self._insert_job(db, video_id), duplicate=True)
+
+    @staticmethod
+    def _insert_job(db: sqlite3.Connection, video_id: int) -> int:
+        now = _now()
+        row = db.execute(
+            "INSERT INTO jobs (media_id, state, created_at, updated_at) "
+            "VALUES (?, 'queued', ?, ?) RETURNING id",
+            (video_id, now, now),
+        ).fetchone()
+        return int(row[0])
+
+    def get_video(self, video_id: int) -> VideoRecord | None:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_VIDEO_COLUMNS} FROM media WHERE id = ? AND kind = 'video'", (video_id,)
+            ).fetchall()
+            return self._video_records(self._db, rows)[0] if rows else None
+
+    def list_videos(
+        self,
+        *,
+        collection: str | None = None,
+        external_id: str | None = None,
+        after_id: int = 0,
+        limit: int = 100,
+    ) -> list[VideoRecord]:
+        """Videos matching every given filter, by ascending id from ``after_id`` (keyset paging)."""
+        with self._lock:
+            rows = self._find_media("video", _VIDEO_COLUMNS, (), collection, external_id, after_id, limit)
+            return self._video_records(self._db, rows)
+
+    @staticmethod
+    def _video_records(db: sqlite3.Connection, rows: Sequence[sqlite3.Row]) -> list[VideoRecord]:
+        ids = json.dumps([row["id"] for row in rows])
+        jobs = {
+            job["media_id"]: _job(job)
+            for job in db.execute(
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id IN "
+                f"(SELECT MAX(id) FROM jobs WHERE media_id {_IN_LIST} GROUP BY media_id)",
+                (ids,),
+            )
+        }
+        tracks: dict[tuple[int, int], list[TrackRecord]] = {}
+        for track in db.execute(
+            "SELECT id, media_id, person, start_s, end_s, faces, best_time_s, x1, y1, x2, y2, "
+            f"thumbnail_sha256 FROM tracks WHERE media_id {_IN_LIST} ORDER BY start_s, id",
+            (ids,),
+        ):
+            tracks.setdefault((track["media_id"], track["person"]), []).append(
+                TrackRecord(
+                    id=track["id"],
+                    start=track["start_s"],
+                    end=track["end_s"],
+                    faces=track["faces"],
+                    best_time=track["best_time_s"],
+                    box=_box(track),
+                    has_thumbnail=track["thumbnail_sha256"] is not None,
+                )
+            )
+        people: dict[int, list[PersonRecord]] = {}
+        for person in db.execute(
+            f"SELECT media_id, person, time_ranges, thumbnail_track FROM people WHERE media_id {_IN_LIST} "
+            "ORDER BY media_id, person",
+            (ids,),
+        ):
+            key = (person["media_id"], person["person"])
+            people.setdefault(key[0], []).append(
+                PersonRecord(
+                    key[1], _ranges(person["time_ranges"]), tracks.get(key, []), person["thumbnail_track"]
+                )
+            )
+        return [
+            VideoRecord(
+                **_media_fields(row),
+                duration=row["duration_s"],
+                fps=row["fps"],
+                job=jobs.get(row["id"]),
+                people=people.get(row["id"], []),
+            )
+            for row in rows
+        ]
+
+    def thumbnail(self, video_id: int, track_id: int) -> str | None:
+        """The digest of a track's thumbnail file; None when the video has no such track or thumbnail."""
+        rows = self._read(
+            "SELECT thumbnail_sha256 FROM tracks WHERE id = ? AND media_id = ?", (track_id, video_id)
+        )
+        return rows[0][0] if rows else None
+
+    def finish_video_job(
+        self, job: JobRecord, analysis: VideoAnalysis, timings: dict[str, float]
+    ) -> FaceBatch | None:
+        """Store a job's result (people, tracks, thumbnails, vectors) and mark it done, atomically.
+
+        Returns the new faces for the index, or None when the job stopped running meanwhile
+        (cancelled, or its video deleted): then nothing of it is stored.
+        """
+        thumbnails = {
+            hashlib.sha256(track.thumbnail_jpeg).hexdigest(): track.thumbnail_jpeg
+            for track in analysis.tracks
+            if track.thumbnail_jpeg
+        }
+        with self._lock:
+            for digest, data in thumbnails.items():
+                self.blobs.put(digest, data)
+            with self._transaction() as db:
+                media = db.execute(
+                    "SELECT m.collection FROM jobs j JOIN media m ON m.id = j.media_id "
+                    "WHERE j.id = ? AND j.state = 'running'",
+                    (job.id,),
+                ).fetchone()
+                if media is not None:
+                    batch = self._insert_analysis(db, job.video_id, media["collection"], analysis)
+                    now = _now()
+                    db.execute(
+                        "UPDATE media SET width = ?, height = ?, duration_s = ?, fps = ? WHERE id = ?",
+                        (analysis.width, analysis.height, analysis.duration, analysis.fps, job.video_id),
+                    )
+                    db.execute(
+                        "UPDATE jobs SET state = 'done', progress = 1, frames_processed = ?, "
+                        "faces_found = ?, timings = ?, updated_at = ?, finished_at = ? WHERE id = ?",
+                        (analysis.frames_sampled, analysis.faces_seen, json.dumps(timings), now, now, job.id),
+                    )
+                    return batch
+                unused = self._unreferenced(db, thumbnails)
+            for digest in unused:
+                self.blobs.remove(digest)
+            return None
+
+    @staticmethod
+    def _insert_analysis(
+        db: sqlite3.Connection, video_id: int, collection: str, analysis: VideoAnalysis
+    ) -> FaceBatch:
+        ids: list[int] = []
+        vectors: list[np.ndarray] = []
+        for person in analysis.people:
+            track_ids: dict[int, int] = {}
+            for track in person.tracks:
+                thumbnail = hashlib.sha256(track.thumbnail_jpeg).hexdigest() if track.thumbnail_jpeg else None
+                track_ids[track.index] = track_id = db.execute(
+                    "INSERT INTO tracks (media_id, person, start_s, end_s, best_time_s, thumbnail_sha256, "
+                    "x1, y1, x2, y2, faces) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                    (video_id, person.index, track.start, track.end, track.best_time, thumbnail,
+                     *track.best_box, track.faces),
+                ).fetchone()[0]  # fmt: skip
+                # The tracker keeps no frame per representative: each points at its track's best
+                # face, which is the moment a client should jump to anyway.
+                rows = [
+                    (video_id, track_id, collection, track.best_time, *track.best_box, track.best_score,
+                     np.asarray(vector, "<f4").tobytes())
+                    for vector in track.representatives
+                ]  # fmt: skip
+                for row in rows:
+                    ids.append(db.execute(_INSERT_VIDEO_FACE, row).fetchone()[0])
+                vectors.extend(track.representatives)
+            db.execute(
+                "INSERT INTO people (media_id, person, time_ranges, thumbnail_track) VALUES (?, ?, ?, ?)",
+                (video_id, person.index, json.dumps(person.time_ranges), track_ids[person.best_track.index]),
+            )
+        return _face_batch(ids, [video_id] * len(ids), "video", [collection] * len(ids), vectors)
+
+    # -- jobs --------------------------------------------------------------------------------
+
+    def get_job(self, job_id: int) -> JobRecord | None:
+        rows = self._read(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+        return _job(rows[0]) if rows else None
+
+    def claim_job(self) -> JobRecord | None:
+        """Start the oldest queued job (state running, one more attempt); None when none waits."""
+        now = _now()
+        with self._transaction() as db:
+            row = db.execute(
+                "UPDATE jobs SET state = 'running', attempts = attempts + 1, progress = 0, "
+                "frames_processed = 0, faces_found = 0, error = NULL, timings = NULL, started_at = ?, "
+                "updated_at = ? "
+                "WHERE id = (SELECT id FROM jobs WHERE state = 'queued' ORDER BY id LIMIT 1) "
+                f"RETURNING {_JOB_COLUMNS}",
+                (now, now),
+            ).fetchone()
+        return None if row is None else _job(row)
+
+    def update_job_progress(self, job_id: int, progress: float, frames: int, faces: int) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE jobs SET progress = ?, frames_processed = ?, faces_found = ?, updated_at = ? "
+                "WHERE id = ? AND state = 'running'",
+                (min(max(progress, 0.0), 1.0), frames, faces, _now(), job_id),
+            )
+
+    def set_job_state(
+        self, job_id: int, state: JobState, *, only_from: Sequence[JobState], error: str | None = None
+    ) -> JobRecord | None:
+        """Move a job to ``state`` if it is in one of ``only_from``; returns it then, else None."""
+        now = _now()
+        finished = now if state in ("done", "failed", "cancelled") else None
+        with self._transaction() as db:
+            row = db.execute(
+                "UPDATE jobs SET state = ?, error = ?, updated_at = ?, finished_at = ? "
+                f"WHERE id = ? AND state {_IN_LIST} RETURNING {_JOB_COLUMNS}",
+                (state, error, now, finished, job_id, json.dumps(list(only_from))),
+            ).fetchone()
+        return None if row is None else _job(row)
+
+    def requeue_interrupted(self) -> int:
+        """Queue again every job left running by a stopped or crashed process; returns how many."""
+        with self._transaction() as db:
+            return db.execute(
+                "UPDATE jobs SET state = 'queued', updated_at = ? WHERE state = 'running'", (_now(),)
+            ).rowcount
+
+    def job_counts(self) -> dict[str, int]:
+        return {row[0]: row[1] for row in self._read("SELECT state, COUNT(*) FROM jobs GROUP BY state")}
 
     # -- search support ----------------------------------------------------------------------
 
@@ -407,21 +754,19 @@ class Store:
             return {}
         with self._lock:
             rows = self._db.execute(
-                "SELECT f.id, f.media_id, f.source, f.collection, f.x1, f.y1, f.x2, f.y2, m.external_id, "
-                "t.person FROM faces f JOIN media m ON m.id = f.media_id "
+                "SELECT f.id, f.media_id, f.source, f.collection, f.x1, f.y1, f.x2, f.y2, f.time_s, "
+                "f.track_id, m.external_id, t.person FROM faces f JOIN media m ON m.id = f.media_id "
                 f"LEFT JOIN tracks t ON t.id = f.track_id WHERE f.id {_IN_LIST}",
                 (json.dumps(sorted(set(face_ids))),),
             ).fetchall()
             videos = sorted({row["media_id"] for row in rows if row["person"] is not None})
-            ranges: dict[tuple[int, int], list[tuple[float, float]]] = {}
-            for track in self._db.execute(
-                f"SELECT media_id, person, start_s, end_s FROM tracks WHERE media_id {_IN_LIST} "
-                "ORDER BY start_s",
-                (json.dumps(videos),),
-            ):
-                ranges.setdefault((track["media_id"], track["person"]), []).append(
-                    (track["start_s"], track["end_s"])
+            ranges = {
+                (person["media_id"], person["person"]): _ranges(person["time_ranges"])
+                for person in self._db.execute(
+                    f"SELECT media_id, person, time_ranges FROM people WHERE media_id {_IN_LIST}",
+                    (json.dumps(videos),),
                 )
+            }
         return {
             row["id"]: HitSource(
                 face_id=row["id"],
@@ -431,8 +776,35 @@ class Store:
                 collection=row["collection"],
                 box=_box(row),
                 time_ranges=None if row["person"] is None else ranges[(row["media_id"], row["person"])],
+                person=row["person"],
+                track_id=row["track_id"],
+                time_s=row["time_s"],
             )
             for row in rows
+        }
+
+    def person_vectors(self, people: Collection[tuple[int, int]]) -> dict[tuple[int, int], PersonVectors]:
+        """Every stored vector of these (video id, person) pairs, with the start of its track."""
+        if not people:
+            return {}
+        wanted = set(people)
+        starts: dict[tuple[int, int], list[float]] = {}
+        vectors: dict[tuple[int, int], list[bytes]] = {}
+        for row in self._read(
+            "SELECT t.media_id, t.person, t.start_s, f.embedding "
+            f"FROM faces f JOIN tracks t ON t.id = f.track_id WHERE t.media_id {_IN_LIST}",
+            (json.dumps(sorted({video for video, _ in wanted})),),
+        ):
+            key = (row["media_id"], row["person"])
+            if key in wanted:
+                starts.setdefault(key, []).append(row["start_s"])
+                vectors.setdefault(key, []).append(row["embedding"])
+        return {
+            key: PersonVectors(
+                np.asarray(starts[key]),
+                np.frombuffer(b"".join(blobs), "<f4").reshape(len(blobs), -1),
+            )
+            for key, blobs in vectors.items()
         }
 
     def collections(self) -> list[CollectionStats]:

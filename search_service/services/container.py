@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from starlette.concurrency import run_in_threadpool
@@ -12,6 +13,7 @@ from search_service.index.base import FaceIndex
 from search_service.services.images import ImagesService
 from search_service.services.model_guard import ModelGuard
 from search_service.services.search import SearchService
+from search_service.services.videos import VideosService
 from search_service.settings import SearchSettings
 from search_service.store import Store
 
@@ -24,6 +26,7 @@ class Services:
     embedder: EmbedderClient
     images: ImagesService
     search: SearchService
+    videos: VideosService
 
     @classmethod
     async def open(cls, settings: SearchSettings) -> Services:
@@ -32,6 +35,8 @@ class Services:
         await run_in_threadpool(index.open, store)
         embedder = EmbedderClient(settings)
         guard = ModelGuard(store, embedder)
+        videos = VideosService(store, index, embedder, guard, settings, asyncio.get_running_loop())
+        await run_in_threadpool(videos.jobs.start)
         return cls(
             settings=settings,
             store=store,
@@ -39,9 +44,12 @@ class Services:
             embedder=embedder,
             images=ImagesService(store, index, embedder, guard),
             search=SearchService(store, index, embedder, guard, settings.match_threshold),
+            videos=videos,
         )
 
     async def close(self) -> None:
+        # Workers first: a running job may be waiting for the embedder client on this loop.
+        await run_in_threadpool(self.videos.jobs.stop)
         await self.embedder.aclose()
         await run_in_threadpool(self.index.close)
         self.store.close()

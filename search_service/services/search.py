@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 from prometheus_client import Histogram
@@ -12,9 +13,9 @@ from search_service.domain import HitSource, Upload
 from search_service.embedder_client import EmbedderClient
 from search_service.errors import NoFaceError
 from search_service.index.base import FaceIndex, IndexHit, Source
-from search_service.schemas import Hit, QueryFace, SearchParams, SearchResponse
+from search_service.schemas import Hit, QueryFace, SearchParams, SearchResponse, thumbnail_url
 from search_service.services.model_guard import ModelGuard
-from search_service.store import Store
+from search_service.store import PersonVectors, Store
 
 INDEX_SEARCH_SECONDS = Histogram(
     "facesearch_index_search_seconds",
@@ -24,8 +25,57 @@ INDEX_SEARCH_SECONDS = Histogram(
 
 _SOURCES: dict[str, Source | None] = {"images": "image", "videos": "video", "all": None}
 
+# One person in a video is several vectors (a few per track) but one hit: the index is asked for
+# this many times k at first, and again for this factor more while merging left fewer than k.
+_OVERFETCH = 4
+# A track's start lies inside exactly one of its person's merged ranges; float slack for the test.
+_EPSILON = 1e-6
 
-def _hit(hit: IndexHit, where: HitSource, threshold: float) -> Hit:
+
+@dataclass(frozen=True)
+class _Ranked:
+    hit: IndexHit
+    where: HitSource
+    range_scores: list[float] | None  # videos: per time range of the person
+
+
+def _distinct(
+    hits: list[IndexHit], sources: dict[int, HitSource], k: int
+) -> list[tuple[IndexHit, HitSource]]:
+    """Up to k hits, best first, keeping only the best vector of each video person."""
+    kept: list[tuple[IndexHit, HitSource]] = []
+    people: set[tuple[int, int]] = set()
+    for hit in hits:
+        where = sources.get(hit.face_id)
+        if where is None:  # deleted between the index answer and this lookup
+            continue
+        if where.person is not None:
+            if (where.media_id, where.person) in people:
+                continue
+            people.add((where.media_id, where.person))
+        kept.append((hit, where))
+        if len(kept) == k:
+            break
+    return kept
+
+
+def _range_scores(
+    query: np.ndarray, where: HitSource, people: dict[tuple[int, int], PersonVectors]
+) -> list[float] | None:
+    """Videos: per time range of the person, the query's best similarity to its tracks' vectors."""
+    person = None if where.person is None else people.get((where.media_id, where.person))
+    if person is None or where.time_ranges is None:  # a photo, or a video deleted meanwhile
+        return None
+    scores = person.vectors @ query
+    best: list[float] = []
+    for start, end in where.time_ranges:
+        inside = (person.track_starts >= start - _EPSILON) & (person.track_starts <= end + _EPSILON)
+        best.append(float(scores[inside].max()) if inside.any() else float("nan"))
+    return best
+
+
+def _hit(ranked: _Ranked, threshold: float) -> Hit:
+    hit, where = ranked.hit, ranked.where
     return Hit(
         score=hit.score,
         match=hit.score >= threshold,
@@ -36,6 +86,10 @@ def _hit(hit: IndexHit, where: HitSource, threshold: float) -> Hit:
         collection=where.collection,
         box=where.box,
         time_ranges=where.time_ranges,
+        range_scores=ranked.range_scores,
+        best_time=where.time_s,
+        person=where.person,
+        thumbnail_url=None if where.track_id is None else thumbnail_url(where.media_id, where.track_id),
     )
 
 
@@ -55,28 +109,41 @@ class SearchService:
             raise NoFaceError(f"no face found in the query photo {upload.filename!r}")
         await self._guard.check([query])
         vectors = np.stack([face.embedding for face in query.faces])
-        started = time.perf_counter()
         per_face = await run_in_threadpool(
-            lambda: self._index.search(
-                vectors, params.k, collection=params.collection, source=_SOURCES[params.source]
-            )
-        )
-        INDEX_SEARCH_SECONDS.observe(time.perf_counter() - started)
-        sources = await run_in_threadpool(
-            self._store.describe_faces, [hit.face_id for hits in per_face for hit in hits]
+            self._rank, vectors, params.k, params.collection, _SOURCES[params.source]
         )
         threshold = self._threshold if params.threshold is None else params.threshold
         return SearchResponse(
             threshold=threshold,
             faces=[
-                QueryFace(
-                    box=face.box,
-                    score=face.score,
-                    # A face deleted between the index answer and this lookup is simply dropped.
-                    hits=[
-                        _hit(hit, sources[hit.face_id], threshold) for hit in hits if hit.face_id in sources
-                    ],
-                )
+                QueryFace(box=face.box, score=face.score, hits=[_hit(ranked, threshold) for ranked in hits])
                 for face, hits in zip(query.faces, per_face, strict=True)
             ],
         )
+
+    def _rank(
+        self, vectors: np.ndarray, k: int, collection: str | None, source: Source | None
+    ) -> list[list[_Ranked]]:
+        """Per query vector, up to k hits best first, one per photo face or video person."""
+        fetch = k if source == "image" else k * _OVERFETCH
+        index_seconds = 0.0
+        while True:
+            started = time.perf_counter()
+            per_face = self._index.search(vectors, fetch, collection=collection, source=source)
+            index_seconds += time.perf_counter() - started
+            sources = self._store.describe_faces([hit.face_id for hits in per_face for hit in hits])
+            kept = [_distinct(hits, sources, k) for hits in per_face]
+            # Fewer than `fetch` answers means the index has nothing more to give.
+            if all(
+                len(hits) == k or len(answer) < fetch for hits, answer in zip(kept, per_face, strict=True)
+            ):
+                break
+            fetch *= _OVERFETCH
+        INDEX_SEARCH_SECONDS.observe(index_seconds)
+        people = self._store.person_vectors(
+            {(where.media_id, where.person) for hits in kept for _, where in hits if where.person is not None}
+        )
+        return [
+            [_Ranked(hit, where, _range_scores(query, where, people)) for hit, where in hits]
+            for query, hits in zip(vectors, kept, strict=True)
+        ]

@@ -2,12 +2,14 @@
 
 A track is one person's continuous appearance. Linking a face to a track needs appearance evidence
 (cosine similarity of embeddings) and, unless the similarity is very high, spatial evidence too:
-on the real clips (dlib ResNet embeddings of faces found by dlib's HOG detector, 2 samples/s; to be
-re-checked with the MTCNN embedder) consecutive samples of one face scored
-0.92-0.995 while different people in one crowd shot reached 0.92, so appearance alone cannot tell
-them apart; position can. Boxes are compared after enlarging them about their centres, because
-at a few samples per second a face often moves by most of its width (plain IoU was 0 between
-consecutive samples of one face in ``hamilton_short_clip.mp4``).
+on the real clips (the service's embedder: MTCNN, dlib ResNet, flip-averaged, 2 samples/s)
+consecutive samples of one face in one place scored 0.897-0.995, while faces of different people
+seen in one frame reached 0.944 (0.941 in the Hamilton clip), so appearance alone cannot tell them
+apart; position can. Boxes are compared after enlarging them about their centres, because at a few
+samples per second a face often moves by most of its width (plain IoU was 0 between consecutive
+samples of one face in ``hamilton_short_clip.mp4``). A change of shot closes every track: a cut
+often frames the next person where the last one stood (Hamilton at 8.35 s: the performer, then a
+spectator in the same place, similarity 0.883).
 
 Assignment is optimal (Hungarian, scipy's ``linear_sum_assignment``) rather than greedy: 4 us for
 20 x 20 here, and no early greedy pick can steal the face that a second track needs.
@@ -34,6 +36,10 @@ Box = tuple[float, float, float, float]
 _SHARPNESS_SIDE = 96
 # Co-occurring tracks get this distance: average linkage then never joins their clusters.
 _CANNOT_LINK = 1e6
+# Frames are compared for scene cuts at this size, by a hue x saturation histogram: cheap (well under
+# a millisecond per sample) and blind to the motion of a face, sensitive to a change of shot.
+_CUT_SIZE = (160, 90)
+_CUT_BINS = (16, 8)
 
 
 @dataclass(frozen=True)
@@ -49,10 +55,12 @@ class FaceObservation:
 
 @dataclass(frozen=True)
 class TrackerConfig:
-    # Similarity needed to link a face to a track nearby (see box_expand / min_overlap).
-    link_similarity: float = 0.86
-    # Similarity that links a face to a track wherever it is; above every cross-person score seen.
-    far_link_similarity: float = 0.94
+    # Similarity needed to link a face to a track nearby (see box_expand / min_overlap): under the
+    # lowest same-face score of consecutive samples measured (0.897), above the cut pair (0.883).
+    link_similarity: float = 0.88
+    # Similarity that links a face to a track wherever it is; above every cross-person score seen
+    # between two faces of one frame (0.944).
+    far_link_similarity: float = 0.96
     # Boxes are enlarged by this factor about their centres before IoU, to tolerate motion.
     box_expand: float = 2.0
     min_overlap: float = 0.1
@@ -62,12 +70,18 @@ class TrackerConfig:
     max_representatives: int = 4
     # A further representative must be at least this cosine distance from those already chosen.
     representative_min_distance: float = 0.04
-    # Tracks whose mean embeddings are this similar (average linkage) are one person. Stricter than
-    # the 0.90 that matches two single faces: averaging lifts same-person scores between track means
-    # (0.966 for two tracks of one man on the real clips) more than cross-person ones, which reached
-    # 0.908 (Hamilton: a spectator vs the performer) and 0.919 (two passers-by in the crowd clip).
-    # A wrong merge loses a person; a missed merge only lists one person twice.
-    group_similarity: float = 0.93
+    # Tracks whose mean embeddings are this similar (average linkage) are one person. Measured with
+    # the service's embedder, averaging lifts cross-person scores as much as same-person ones: the
+    # means of two passers-by seen together in the crowd clip reached 0.977 (three more pairs
+    # 0.953-0.956; 0.956 in Hamilton), while one performer's two shots in Hamilton scored 0.968. No
+    # threshold separates them, and a wrong merge gives a person another's time ranges while a missed
+    # merge only lists one person twice: so only near-identical tracks (one shot, broken by a missed
+    # detection or a turned head) are joined.
+    group_similarity: float = 0.98
+    # Consecutive samples whose hue x saturation histograms correlate less than this are a change of
+    # shot (-1 turns the check off). On the real clips at 2 samples/s the three cuts in Hamilton gave
+    # 0.46-0.56, every other pair 0.87-1.00 (moving camera and people included).
+    scene_cut_correlation: float = 0.7
     thumbnail_margin: float = 0.25  # of the box side, added on every side of the crop
     thumbnail_max_side: int = 256
     thumbnail_jpeg_quality: int = 90
@@ -82,6 +96,7 @@ class Track:
     best_time: float  # seconds: the sample with the best face
     best_box: Box  # the best face's box at best_time, in source pixels
     best_quality: float  # see face_quality
+    best_score: float  # detection confidence of the best face
     thumbnail_jpeg: bytes  # the best face with a margin; empty if its box lies outside the frame
     representatives: np.ndarray  # (k, D), 1 <= k <= max_representatives, actual face embeddings
     mean_embedding: np.ndarray  # (D,) mean of the track's embeddings, L2-normalised
@@ -185,6 +200,7 @@ class _OpenTrack:
     best_quality: float
     best_time: float
     best_box: Box
+    best_score: float
     best_crop: np.ndarray
     embeddings: list[np.ndarray] = field(default_factory=list)
     missed: int = 0
@@ -212,9 +228,13 @@ class FaceTracker:
         self._closed: list[_OpenTrack] = []
         self._cooccurring: set[tuple[int, int]] = set()
         self._next_id = 0
+        self._previous_histogram: np.ndarray | None = None
 
     def update(self, t: float, faces: Sequence[FaceObservation], image_rgb: np.ndarray) -> None:
         """Link this sample's faces to open tracks, start tracks for the rest, close stale tracks."""
+        if self._scene_cut(image_rgb):
+            self._closed.extend(self._open)
+            self._open = []
         assigned: dict[int, int] = {}  # face -> position in self._open
         if self._open and faces:
             gain = np.full((len(self._open), len(faces)), -np.inf)
@@ -259,6 +279,23 @@ class FaceTracker:
             for index, group in enumerate(groups)
         ]
 
+    def _scene_cut(self, image_rgb: np.ndarray) -> bool:
+        """Whether this sample starts a new shot: then every open track ends, whatever the faces say.
+
+        Needed because a cut often frames the next person where the last one was, and two people's
+        faces can be as similar as link_similarity (see TrackerConfig).
+        """
+        threshold = self.config.scene_cut_correlation
+        if threshold <= -1.0 or image_rgb.size == 0:
+            return False
+        small = cv2.resize(image_rgb, _CUT_SIZE, interpolation=cv2.INTER_AREA)
+        hsv = cv2.cvtColor(small, cv2.COLOR_RGB2HSV)
+        histogram = cv2.calcHist([hsv], [0, 1], None, list(_CUT_BINS), [0, 180, 0, 256])
+        previous, self._previous_histogram = self._previous_histogram, histogram
+        if previous is None:
+            return False
+        return bool(cv2.compareHist(previous, histogram, cv2.HISTCMP_CORREL) < threshold)
+
     def _link_gain(self, track: _OpenTrack, face: FaceObservation) -> float:
         """Similarity plus overlap when the pair may be linked, else -inf."""
         mean = track.embedding_sum / np.linalg.norm(track.embedding_sum)
@@ -282,6 +319,7 @@ class FaceTracker:
             best_quality=quality,
             best_time=t,
             best_box=face.box,
+            best_score=face.score,
             best_crop=self._thumbnail_crop(image_rgb, face.box),
             embeddings=[face.embedding],
         )
@@ -298,6 +336,7 @@ class FaceTracker:
         track.missed = 0
         if quality > track.best_quality:
             track.best_quality, track.best_time, track.best_box = quality, t, face.box
+            track.best_score = face.score
             track.best_crop = self._thumbnail_crop(image_rgb, face.box)
 
     def _thumbnail_crop(self, image_rgb: np.ndarray, box: Box) -> np.ndarray:
@@ -318,6 +357,7 @@ class FaceTracker:
             best_time=track.best_time,
             best_box=track.best_box,
             best_quality=track.best_quality,
+            best_score=track.best_score,
             thumbnail_jpeg=_encode_jpeg(track.best_crop, cfg.thumbnail_max_side, cfg.thumbnail_jpeg_quality),
             representatives=select_representatives(
                 embeddings, cfg.max_representatives, cfg.representative_min_distance

@@ -10,7 +10,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -18,26 +17,12 @@ import pytest
 
 from search_service.ingest import main as ingest_main
 from tests.conftest import REPO_ROOT
-from tests.search.processes import ServiceProcess, free_port, search_service
+from tests.search.processes import ServiceProcess
 
 pytestmark = pytest.mark.shared_data
 
 PEOPLE = 8
 ENROLLED = 3  # photos of each person ingested; the next one is the query
-
-
-def _models_loaded(response: httpx.Response) -> bool:
-    return response.status_code == 200 and response.json().get("status") == "ok"
-
-
-@pytest.fixture(scope="module")
-def embedder(models_dir: Path) -> Iterator[ServiceProcess]:
-    port = free_port()
-    env = {"EMBEDDER_PORT": str(port), "MODELS_DIR": str(models_dir), "EMBEDDER_LOG_LEVEL": "WARNING"}
-    process = ServiceProcess("embedder_service", port, env, ready=_models_loaded)
-    process.start(timeout_s=180)
-    yield process
-    process.stop()
 
 
 @pytest.fixture(scope="module")
@@ -62,14 +47,6 @@ def gallery(people: dict[str, list[Path]], tmp_path_factory: pytest.TempPathFact
         for path in photos[:ENROLLED]:
             (root / name / path.name).symlink_to(path)
     return root
-
-
-@pytest.fixture
-def search(embedder: ServiceProcess, tmp_path: Path) -> Iterator[ServiceProcess]:
-    process = search_service(str(tmp_path / "data"), embedder.url)
-    process.start()
-    yield process
-    process.stop()
 
 
 def _post(url: str, path: Path | str, data: bytes | None = None, **params: object) -> httpx.Response:

@@ -3,8 +3,9 @@
 The fake speaks the embedder's HTTP contract (``POST /faces``, ``GET /models``, ``GET /healthz``)
 but detects nothing: each test photo is a small PNG whose text chunk ``faces`` names the people
 in it, and every person has a fixed random unit vector, perturbed a little per photo, so that two
-photos of one person score ~0.96 and photos of different people ~0. Real-model end-to-end tests
-live in ``tests/e2e``.
+photos of one person score ~0.96 and photos of different people ~0. Video frames arrive as JPEG
+without that chunk: there a person is a square of their colour (``MARKERS``), found wherever it
+is. Real-model end-to-end tests live in ``tests/e2e``.
 """
 
 from __future__ import annotations
@@ -52,6 +53,39 @@ def face_vector(person: str, photo_bytes: bytes, index: int) -> np.ndarray:
     return (vector / np.linalg.norm(vector)).astype(np.float32)
 
 
+# Synthetic clips show each person as a square of one of these colours (RGB).
+MARKERS: dict[str, tuple[int, int, int]] = {
+    "alice": (230, 40, 40),
+    "bob": (40, 200, 40),
+    "carol": (40, 60, 230),
+}
+# Per channel, far enough from the colour to miss compression artefacts at the square's edges.
+_MARKER_TOLERANCE = 60
+_MARKER_MIN_PIXELS = 64
+
+
+def marker_faces(image: Image.Image, data: bytes) -> list[dict[str, object]]:
+    """The embedder's answer for the coloured squares in a frame: box, landmarks, embedding."""
+    rgb = np.asarray(image.convert("RGB"), np.int16)
+    faces: list[dict[str, object]] = []
+    for name, colour in MARKERS.items():
+        ys, xs = np.nonzero(np.abs(rgb - np.asarray(colour, np.int16)).max(axis=2) < _MARKER_TOLERANCE)
+        if len(xs) < _MARKER_MIN_PIXELS:
+            continue
+        x1, y1, x2, y2 = float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)
+        w, h = x2 - x1, y2 - y1
+        points = [(0.3, 0.35), (0.7, 0.35), (0.5, 0.55), (0.35, 0.75), (0.65, 0.75)]
+        faces.append(
+            {
+                "box": [x1, y1, x2, y2],
+                "score": 0.99,
+                "landmarks": [[x1 + fx * w, y1 + fy * h] for fx, fy in points],
+                "embedding": face_vector(name, data, len(faces)).tolist(),
+            }
+        )
+    return faces
+
+
 def _json(payload: object, status: int = 200) -> Response:
     return Response(json.dumps(payload), status, content_type="application/json")
 
@@ -63,6 +97,7 @@ class FakeEmbedder:
     fail_next: list[int] = field(default_factory=list)  # statuses to answer before behaving
     model: str = MODEL
     delay_s: float = 0.0  # per POST /faces call, to stretch a bulk ingest in time
+    params: list[dict[str, str]] = field(default_factory=list)  # query parameters per call
 
     def __post_init__(self) -> None:
         self.server.expect_request("/faces", method="POST").respond_with_handler(self._faces)
@@ -80,6 +115,7 @@ class FakeEmbedder:
             return _json({"detail": "busy"}, self.fail_next.pop(0))
         uploads = request.files.getlist("image")
         self.calls.append(len(uploads))
+        self.params.append(dict(request.args))
         time.sleep(self.delay_s)
         images = []
         for upload in uploads:
@@ -91,22 +127,20 @@ class FakeEmbedder:
                 return _json({"detail": "cannot identify image file"}, 415)
             except OSError as error:
                 return _json({"detail": f"cannot decode image: {error}"}, 400)
-            people = [name for name in str(image.info.get("faces", "")).split(",") if name]
-            images.append(
-                {
-                    "width": image.width,
-                    "height": image.height,
-                    "faces": [
-                        {
-                            "box": [2.0 + 10 * i, 2.0, 10.0 + 10 * i, 12.0],
-                            "score": 0.99,
-                            "landmarks": [[4.0 + 10 * i, 5.0]] * 5,
-                            "embedding": face_vector(name, data, i).tolist(),
-                        }
-                        for i, name in enumerate(people)
-                    ],
-                }
-            )
+            if image.format == "JPEG":
+                faces = marker_faces(image, data)
+            else:
+                people = [name for name in str(image.info.get("faces", "")).split(",") if name]
+                faces = [
+                    {
+                        "box": [2.0 + 10 * i, 2.0, 10.0 + 10 * i, 12.0],
+                        "score": 0.99,
+                        "landmarks": [[4.0 + 10 * i, 5.0]] * 5,
+                        "embedding": face_vector(name, data, i).tolist(),
+                    }
+                    for i, name in enumerate(people)
+                ]
+            images.append({"width": image.width, "height": image.height, "faces": faces})
         return _json({"images": images})
 
 

@@ -41,7 +41,7 @@ def test_ingest_then_find_the_person(client: TestClient) -> None:
     assert best["match"] and best["score"] > 0.9 and best["time_ranges"] is None
     assert best["box"] == face["box"]
     assert len(rest) == 5 and not any(hit["match"] for hit in rest)
-    assert result["threshold"] == 0.9
+    assert result["threshold"] == 0.91
 
 
 def test_every_face_of_the_query_gets_its_own_hits(client: TestClient) -> None:

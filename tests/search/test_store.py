@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import subprocess
 import sys
@@ -11,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from search_service.domain import EmbeddingModel
+from search_service.domain import EmbeddingModel, StagedFile
 from search_service.errors import ModelMismatchError
-from search_service.store import DATABASE_FILE, Store
+from search_service.store import _SCHEMA_V1, DATABASE_FILE, Store
+from search_service.video import Person, StageTimings, Track, VideoAnalysis
 from tests.conftest import REPO_ROOT
 from tests.search.fakes import face_vector, new_image, photo
 
@@ -83,39 +85,96 @@ def test_collections_count_media_and_faces(store: Store) -> None:
     assert stats == {"main": (3, 0, 6), "zoo": (1, 0, 1)}
 
 
-def test_video_faces_report_their_person_time_ranges(store: Store) -> None:
-    """The schema already holds videos: a hit on any track of a person gives all of its ranges."""
-    db = store._db
-    now = "2026-01-01T00:00:00Z"
-    video = db.execute(
-        "INSERT INTO media (kind, collection, external_id, sha256, content_type, size_bytes, duration_s, "
-        "created_at) VALUES ('video', 'main', 'clip.mp4', 'ff', 'video/mp4', 10, 12.5, ?) RETURNING id",
-        (now,),
-    ).fetchone()[0]
-    db.execute(
-        "INSERT INTO jobs (media_id, state, created_at, updated_at) VALUES (?, 'done', ?, ?)",
-        (video, now, now),
+def _track(index: int, start: float, end: float, vectors: int, thumbnail: bytes = b"jpeg") -> Track:
+    embeddings = np.stack([face_vector("vid", bytes([index]), i) for i in range(vectors)])
+    return Track(
+        index=index,
+        start=start,
+        end=end,
+        faces=vectors + 1,
+        best_time=start,
+        best_box=(1.0, 2.0, 3.0, 4.0),
+        best_quality=1.0,
+        best_score=0.98,
+        thumbnail_jpeg=thumbnail + bytes([index]),
+        representatives=embeddings,
+        mean_embedding=embeddings[0],
     )
-    tracks = [
-        db.execute(
-            "INSERT INTO tracks (media_id, person, start_s, end_s, best_time_s, x1, y1, x2, y2) "
-            "VALUES (?, ?, ?, ?, ?, 0, 0, 10, 10) RETURNING id",
-            (video, person, start, end, start),
-        ).fetchone()[0]
-        for person, start, end in [(0, 1.0, 2.5), (1, 3.0, 4.0), (0, 6.0, 8.0)]
-    ]
-    face = db.execute(
-        "INSERT INTO faces (media_id, track_id, source, collection, time_s, x1, y1, x2, y2, score, "
-        "embedding) VALUES (?, ?, 'video', 'main', 7.0, 1, 2, 3, 4, 0.9, ?) RETURNING id",
-        (video, tracks[2], np.zeros(4, "<f4").tobytes()),
-    ).fetchone()[0]
-    hit = store.describe_faces([face])[face]
-    assert (hit.source, hit.media_id, hit.external_id) == ("video", video, "clip.mp4")
-    assert hit.time_ranges == [(1.0, 2.5), (6.0, 8.0)]
-    assert store.collections()[0].videos == 1
-    assert store.delete_media(video, "video")
-    assert db.execute("SELECT COUNT(*) FROM tracks").fetchone()[0] == 0
-    assert db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 0
+
+
+def _analysis() -> VideoAnalysis:
+    """Person 0 twice (1-2.5 s with two vectors, 6-8 s with one), person 1 at 3-4 s."""
+    first, other, second = _track(0, 1.0, 2.5, 2), _track(1, 3.0, 4.0, 1), _track(2, 6.0, 8.0, 1)
+    people = [Person(0, [(1.0, 2.5), (6.0, 8.0)], [first, second]), Person(1, [(3.0, 4.0)], [other])]
+    return VideoAnalysis(12.5, 25.0, 640, 360, 2.0, 25, 9, people, StageTimings(0.1, 0.2, 0.01, 0.4))
+
+
+def _stage(store: Store, data: bytes) -> StagedFile:
+    with store.blobs.staging_file() as file:
+        file.write(data)
+    digest = hashlib.sha256(data).hexdigest()
+    return StagedFile(Path(file.name), "clip.mp4", "video/mp4", len(data), digest)
+
+
+def test_a_finished_job_stores_people_tracks_and_vectors_at_once(store: Store) -> None:
+    submitted = store.add_video(_stage(store, b"video bytes"), "main", "clip.mp4")
+    job = store.claim_job()
+    assert job is not None and (job.id, job.state, job.attempts) == (submitted.job_id, "running", 1)
+    faces = store.finish_video_job(job, _analysis(), {"total": 0.4})
+    assert faces is not None and len(faces) == 4 and set(faces.sources) == {"video"}
+
+    video = store.get_video(submitted.video_id)
+    assert video is not None and video.job is not None
+    assert (video.duration, video.width, video.job.state, video.job.timings) == (
+        12.5,
+        640,
+        "done",
+        {"total": 0.4},
+    )
+    assert [person.time_ranges for person in video.people] == [[(1.0, 2.5), (6.0, 8.0)], [(3.0, 4.0)]]
+    late_face = int(faces.face_ids[2])  # the one vector of the 6-8 s track
+    hit = store.describe_faces([late_face])[late_face]
+    assert (hit.source, hit.media_id, hit.external_id, hit.person) == ("video", video.id, "clip.mp4", 0)
+    assert hit.time_ranges == [(1.0, 2.5), (6.0, 8.0)] and hit.time_s == 6.0
+    vectors = store.person_vectors([(video.id, 0)])[(video.id, 0)]
+    assert list(vectors.track_starts) == [1.0, 1.0, 6.0] and vectors.vectors.shape == (3, 128)
+    assert len(stored_files(store.data_dir)) == 4  # the video and three thumbnails
+
+    assert store.delete_media(video.id, "video")
+    db = store._db
+    for table in ("tracks", "jobs", "people", "faces"):
+        assert db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] == 0
+    assert stored_files(store.data_dir) == []
+
+
+def test_a_cancelled_job_cannot_store_its_result(store: Store) -> None:
+    store.add_video(_stage(store, b"video bytes"), "main", None)
+    job = store.claim_job()
+    assert job is not None
+    assert store.set_job_state(job.id, "cancelled", only_from=("queued", "running")) is not None
+    assert store.finish_video_job(job, _analysis(), {}) is None
+    assert store._db.execute("SELECT COUNT(*) FROM tracks").fetchone()[0] == 0
+    assert len(stored_files(store.data_dir)) == 1  # the video; no thumbnail left behind
+
+
+def test_interrupted_jobs_are_queued_again(store: Store) -> None:
+    first = store.add_video(_stage(store, b"one"), "main", None)
+    store.add_video(_stage(store, b"two"), "main", None)
+    assert store.claim_job() is not None
+    assert store.job_counts() == {"running": 1, "queued": 1}
+    assert store.requeue_interrupted() == 1
+    job = store.claim_job()
+    assert job is not None and (job.id, job.attempts) == (first.job_id, 2)
+
+
+def test_a_version_1_store_is_migrated(tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / DATABASE_FILE) as db:
+        db.executescript(_SCHEMA_V1 + "INSERT INTO meta VALUES ('store_id', 'abc'); PRAGMA user_version = 1;")
+    store = Store.open(tmp_path)
+    assert store.store_id == "abc"
+    assert store._db.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert store.job_counts() == {} and store.list_videos() == []
+    store.close()
 
 
 def test_embedding_model_is_recorded_once_and_enforced(store: Store) -> None:

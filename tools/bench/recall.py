@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def exact_top_k(gallery: np.ndarray, queries: np.ndarray, k: int, block: int = 64) -> tuple[np.ndarray, np.ndarray]:
+def exact_top_k(
+    gallery: np.ndarray, queries: np.ndarray, k: int, block: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
     """Positions and cosine similarities of the ``k`` most similar gallery rows per query, best first.
 
     Unit vectors, so the inner product is the cosine. Queries go in blocks to bound the
@@ -32,7 +34,9 @@ def recall_at_k(truth: np.ndarray, found: np.ndarray) -> float:
     return float(hits) / truth.size if truth.size else 1.0
 
 
-def match_recall(truth: np.ndarray, truth_scores: np.ndarray, found: np.ndarray, threshold: float) -> float | None:
+def match_recall(
+    truth: np.ndarray, truth_scores: np.ndarray, found: np.ndarray, threshold: float
+) -> float | None:
     """Of the exact top-k hits that pass the match threshold, the share the index returned.
 
     This is what a user sees: a missed match is a photo of the person that search did not

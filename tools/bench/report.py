@@ -53,6 +53,7 @@ class Plot:
     curves: list[Curve]
     log_x: bool = False
     log_y: bool = False
+    x_ticks: list[float] | None = None  # label exactly these (a log axis would show only powers of 10)
 
 
 @dataclass
@@ -86,7 +87,7 @@ def latency_row(component: str, measurement: str, timing: Timing, **extra: Any) 
 
 def rate_row(component: str, measurement: str, timing: Timing, unit: str, **extra: Any) -> Row:
     low, high = timing.rate_iqr
-    return Row(component, measurement, timing.rate, unit, f"IQR {number(low)}–{number(high)}", **extra)
+    return Row(component, measurement, timing.rate, unit, f"IQR {number(low)}-{number(high)}", **extra)
 
 
 def skipped_row(component: str, measurement: str, reason: str) -> Row:
@@ -94,18 +95,26 @@ def skipped_row(component: str, measurement: str, reason: str) -> Row:
 
 
 def _speedup(value: float) -> str:
-    return f"{value:.0f}×" if value >= 100 else f"{value:.1f}×" if value >= 1 else f"{value:.2f}×"
+    return f"{value:.0f}x" if value >= 100 else f"{value:.1f}x" if value >= 1 else f"{value:.2f}x"
 
 
 def _cells(row: Row) -> list[str]:
-    value = "–" if row.value is None else f"{number(row.value)} {row.unit}".strip()
+    value = "-" if row.value is None else f"{number(row.value)} {row.unit}".strip()
     versus = "; ".join(f"{_speedup(c.speedup)} vs {c.baseline} ({c.figure})" for c in row.comparisons)
     goal = row.goal + ("" if row.met is None else " ✓" if row.met else " ✗")
     return [row.component, row.measurement, value, row.spread, versus, goal, row.notes]
 
 
 def markdown(rows: Sequence[Row]) -> str:
-    header = ["component", "measurement", "median", "spread", "speed-up vs baseline (same run)", "goal", "notes"]
+    header = [
+        "component",
+        "measurement",
+        "median",
+        "spread",
+        "speed-up vs baseline (same run)",
+        "goal",
+        "notes",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell.replace("|", "/") for cell in _cells(row)) + " |" for row in rows]
     return "\n".join(lines)
@@ -146,6 +155,9 @@ def draw(plot: Plot, directory: Path) -> Path:
         axes.set_xscale("log")
     if plot.log_y:
         axes.set_yscale("log")
+    if plot.x_ticks is not None:
+        axes.set_xticks(plot.x_ticks, [f"{tick:g}" for tick in plot.x_ticks])
+        axes.minorticks_off()
     axes.set_xlabel(plot.x_label)
     axes.set_ylabel(plot.y_label)
     axes.set_title(plot.title)

@@ -12,12 +12,21 @@ import numpy as np
 T = TypeVar("T")
 
 
+def evenly_spaced(items: Sequence[T], count: int) -> list[T]:
+    """``count`` items spread over the sequence: for photos sorted by name, many different people,
+    the same ones in every run."""
+    if count >= len(items):
+        return list(items)
+    return [items[int(i)] for i in np.linspace(0, len(items) - 1, count).round()]
+
+
 @dataclass(frozen=True)
 class Timing:
-    """Wall seconds of repeated calls that each processed ``units`` items (faces, photos, queries)."""
+    """Wall seconds of repeated calls that each processed ``units`` items (faces, photos, queries,
+    seconds of video)."""
 
     seconds: tuple[float, ...]
-    units: int = 1
+    units: float = 1
 
     def __post_init__(self) -> None:
         if not self.seconds:
@@ -44,7 +53,7 @@ class Timing:
         """Items per second at the slow (75th percentile) and the fast (25th) call."""
         return self.units / self.quantile(0.75), self.units / self.quantile(0.25)
 
-    def to_json(self) -> dict[str, float | int]:
+    def to_json(self) -> dict[str, float]:
         return {
             "n": len(self.seconds),
             "units": self.units,

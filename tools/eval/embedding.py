@@ -238,18 +238,21 @@ def embed_photos(
 
 
 def milliseconds_per_photo(
-    embedder: PhotoEmbedder, name: str, paths: Sequence[Path], warm_up: int = 2
-) -> float:
-    """Median wall time of one photo through the whole pipeline (read, decode, detect, embed).
+    embedders: Sequence[PhotoEmbedder], paths: Sequence[Path], warm_up: int = 2
+) -> dict[str, float]:
+    """Median wall time of one photo through each whole pipeline (read, decode, detect, embed).
 
-    Not taken from the embedding pass, which may have been served from the cache. The first
-    photos warm up sessions and memory pools and are not counted.
+    Not taken from the embedding pass, which may have been served from the cache. Pipelines
+    take turns on each photo, so load from other processes on a shared machine falls on
+    all of them alike and their ratio stays fair. The first photos warm up sessions and
+    memory pools and are not counted.
     """
-    for path in paths[:warm_up]:
-        embedder.embed(path, [name])
-    times = []
-    for path in tqdm(paths[warm_up:], desc=f"timing ({name})", unit="photo", leave=False):
-        started = time.perf_counter()
-        embedder.embed(path, [name])
-        times.append(time.perf_counter() - started)
-    return 1000.0 * float(np.median(times))
+    runs = [(embedder, name) for embedder in embedders for name in embedder.names]
+    times: dict[str, list[float]] = {name: [] for _, name in runs}
+    for count, path in enumerate(tqdm(paths, desc="timing", unit="photo")):
+        for embedder, name in runs:
+            started = time.perf_counter()
+            embedder.embed(path, [name])
+            if count >= warm_up:
+                times[name].append(time.perf_counter() - started)
+    return {name: 1000.0 * float(np.median(values)) for name, values in times.items() if values}

@@ -89,7 +89,6 @@ def to_json(results: Sequence[PipelineResult], metadata: dict[str, Any]) -> dict
                 "photos": result.photos,
                 "photos_without_face": result.photos_without_face,
                 "ms_per_photo": result.ms_per_photo,
-                "notes": result.notes,
             }
             for result in results
         ],

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +30,6 @@ class PipelineResult:
     photos: int
     photos_without_face: int
     ms_per_photo: float | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 def _keyed(pairs: Sequence[Pair], root: Path) -> list[tuple[str, str]]:

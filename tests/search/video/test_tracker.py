@@ -105,6 +105,24 @@ def test_a_different_person_in_the_same_place_starts_a_new_track() -> None:
     assert [p.time_ranges for p in people] == [[(0.0, 1.25)], [(1.5, 2.75)]]
 
 
+def test_a_change_of_shot_ends_every_track() -> None:
+    # The same face in the same place on both sides of a cut (two scenes of different colours): two
+    # tracks, one person, no gap in its time range.
+    scenes = [np.full((240, 320, 3), colour, np.uint8) for colour in ((200, 60, 40), (40, 80, 200))]
+
+    def run(cut_correlation: float) -> list[Person]:
+        tracker = FaceTracker(INTERVAL, TrackerConfig(scene_cut_correlation=cut_correlation))
+        for number in range(6):
+            tracker.update(number * INTERVAL, [_face("A", 100, seed=number, noise=0.05)], scenes[number // 3])
+        return tracker.finish()
+
+    (person,) = run(TrackerConfig().scene_cut_correlation)
+    assert [(t.start, t.end) for t in person.tracks] == [(0.0, 1.25), (1.5, 2.75)]
+    assert person.time_ranges == [(0.0, 2.75)]
+    (person,) = run(-1.0)  # the check off
+    assert len(person.tracks) == 1
+
+
 def test_a_far_jump_links_only_on_a_very_similar_face() -> None:
     config = TrackerConfig()
     far = [[_face("A", 10, seed=0, noise=0.05)], [_face("A", 250, seed=1, noise=0.05)]]

@@ -1,0 +1,32 @@
+"""Background jobs (video analysis): progress, and cancellation."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from search_service.api.deps import ServicesDep, error_responses
+from search_service.schemas import ErrorResponse, Job
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+
+@router.get(
+    "/{job_id}", response_model=Job, summary="A job's state and progress", responses=error_responses(404)
+)
+async def get_job(services: ServicesDep, job_id: int) -> Job:
+    return Job.model_validate(await services.videos.job(job_id))
+
+
+@router.delete(
+    "/{job_id}",
+    response_model=Job,
+    summary="Cancel a queued or running job",
+    responses={
+        409: {"model": ErrorResponse, "description": "The job has already ended."},
+        **error_responses(404),
+    },
+)
+async def cancel_job(services: ServicesDep, job_id: int) -> Job:
+    """The job is `cancelled` at once; a running one stops at its next batch of frames and nothing
+    of it becomes searchable. The video stays (state `cancelled`); upload it again to re-run it."""
+    return Job.model_validate(await services.videos.cancel_job(job_id))

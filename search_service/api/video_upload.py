@@ -1,0 +1,173 @@
+"""Receive a multipart upload with one large file part straight into a staging file.
+
+FastAPI's ``UploadFile`` has the whole body spooled to a temporary file elsewhere before the route
+runs; a video can be gigabytes, so here the body is parsed as it streams in: the file part goes to a
+staging file in the blob store (hashed on the way, its size checked at every chunk, before writing),
+text fields stay in memory. Any failure removes the staging file, so a refused upload leaves nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mimetypes
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, TypeVar
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.concurrency import run_in_threadpool
+
+from search_service.api.deps import invalid_parameter
+from search_service.domain import StagedFile
+from search_service.errors import UploadTooLargeError
+
+if TYPE_CHECKING:
+    from python_multipart.multipart import MultipartCallbacks
+
+Form = TypeVar("Form", bound=BaseModel)
+
+# Text fields (collection, external_id) are short; anything longer is a mistake or an attack.
+MAX_FIELD_BYTES = 4096
+_GENERIC_TYPES = frozenset({"", "application/octet-stream"})
+
+
+class _Parts:
+    """Collects the parser's callbacks: file bytes to write, text fields, and the first error."""
+
+    def __init__(self, file_field: str) -> None:
+        self.file_field = file_field
+        self.filename: str | None = None
+        self.declared_type = ""
+        self.file_parts = 0
+        self.pending: list[bytes] = []  # file bytes parsed but not yet written
+        self.fields: dict[str, bytearray] = {}
+        self.error: Exception | None = None
+        self._headers: dict[bytes, bytes] = {}
+        self._name = b""
+        self._value = b""
+        self._target: bytearray | None = None  # the text field being read; None for the file part
+
+    def callbacks(self) -> MultipartCallbacks:
+        return {
+            "on_part_begin": self._part_begin,
+            "on_header_field": self._header_field,
+            "on_header_value": self._header_value,
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished,
+            "on_part_data": self._part_data,
+        }
+
+    def _part_begin(self) -> None:
+        self._headers = {}
+
+    def _header_field(self, data: bytes, start: int, end: int) -> None:
+        self._name += data[start:end]
+
+    def _header_value(self, data: bytes, start: int, end: int) -> None:
+        self._value += data[start:end]
+
+    def _header_end(self) -> None:
+        self._headers[self._name.lower()] = self._value
+        self._name = self._value = b""
+
+    def _headers_finished(self) -> None:
+        _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
+        name = options.get(b"name", b"").decode("utf-8", "replace")
+        if name == self.file_field:
+            self.file_parts += 1
+            if self.file_parts > 1:
+                self._fail(invalid_parameter(("body", name), "send one file per request", None))
+            filename = options.get(b"filename")
+            self.filename = None if filename is None else Path(filename.decode("utf-8", "replace")).name
+            self.declared_type = self._headers.get(b"content-type", b"").decode("latin-1").strip()
+            self._target = None
+        else:
+            self._target = self.fields.setdefault(name, bytearray())
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._target is None:
+            self.pending.append(data[start:end])
+            return
+        self._target += data[start:end]
+        if len(self._target) > MAX_FIELD_BYTES:
+            self._fail(invalid_parameter(("body",), f"a form field is over {MAX_FIELD_BYTES} bytes", None))
+
+    def _fail(self, error: Exception) -> None:
+        if self.error is None:
+            self.error = error
+
+    def content_type(self) -> str:
+        if self.declared_type.lower() not in _GENERIC_TYPES:
+            return self.declared_type
+        guessed = mimetypes.guess_type(self.filename or "")[0]
+        return guessed or "application/octet-stream"
+
+
+def _write(file: IO[bytes], digest: Any, chunks: list[bytes]) -> None:
+    for chunk in chunks:
+        digest.update(chunk)
+        file.write(chunk)
+
+
+async def receive_upload(
+    request: Request,
+    *,
+    file_field: str,
+    form_model: type[Form],
+    staging: Callable[[], IO[bytes]],
+    max_bytes: int,
+) -> tuple[StagedFile, Form]:
+    """Stream a multipart body: the ``file_field`` part into a new ``staging()`` file (at most
+    ``max_bytes``, else 413), the other fields into ``form_model`` (invalid: 422)."""
+    media_type, options = parse_options_header(request.headers.get("content-type"))
+    if media_type != b"multipart/form-data" or b"boundary" not in options:
+        raise invalid_parameter(("body",), f"send multipart/form-data with a `{file_field}` file", None)
+    parts = _Parts(file_field)
+    parser = MultipartParser(options[b"boundary"], parts.callbacks())
+    file = staging()
+    path = Path(file.name)
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        async for chunk in request.stream():
+            parser.write(chunk)
+            if parts.error is not None:
+                raise parts.error
+            if parts.pending:
+                chunks, parts.pending = parts.pending, []
+                size += sum(len(piece) for piece in chunks)
+                if size > max_bytes:
+                    raise UploadTooLargeError(
+                        f"{parts.filename or file_field}: over the limit of {max_bytes} bytes"
+                    )
+                await run_in_threadpool(_write, file, digest, chunks)
+        parser.finalize()
+        file.close()
+        if parts.file_parts == 0:
+            raise RequestValidationError(
+                [{"type": "missing", "loc": ("body", file_field), "msg": "Field required", "input": None}]
+            )
+        try:
+            form = form_model.model_validate({name: value.decode() for name, value in parts.fields.items()})
+        except (ValidationError, UnicodeDecodeError) as error:
+            errors = error.errors() if isinstance(error, ValidationError) else []
+            raise RequestValidationError(
+                [{**entry, "loc": ("body", *entry["loc"])} for entry in errors]
+                or [
+                    {
+                        "type": "value_error",
+                        "loc": ("body",),
+                        "msg": "form fields must be UTF-8",
+                        "input": None,
+                    }
+                ]
+            ) from error
+    except BaseException:
+        file.close()
+        path.unlink(missing_ok=True)
+        raise
+    staged = StagedFile(path, parts.filename or file_field, parts.content_type(), size, digest.hexdigest())
+    return staged, form

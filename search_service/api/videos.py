@@ -1,0 +1,114 @@
+"""Videos: upload (analysed in the background), list and look up, face thumbnails, delete."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import FileResponse
+
+from search_service.api.deps import ServicesDep, error_responses
+from search_service.api.video_upload import receive_upload
+from search_service.schemas import COLLECTION_PATTERN, Video, VideoAccepted, VideoForm, VideoList
+
+router = APIRouter(prefix="/videos", tags=["videos"])
+
+# The body is parsed by hand (see video_upload), so OpenAPI is told its shape here.
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["video"],
+                    "properties": {
+                        "video": {"type": "string", "format": "binary", "description": "The video file."},
+                        "collection": {
+                            "type": "string",
+                            "pattern": COLLECTION_PATTERN,
+                            "description": "Defaults to the service's default collection.",
+                        },
+                        "external_id": {"type": "string", "description": "Your id for the video."},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=VideoAccepted,
+    summary="Store a video and analyse it in the background",
+    openapi_extra=_UPLOAD_BODY,
+    responses=error_responses(413, 422),
+)
+async def upload_video(services: ServicesDep, request: Request) -> VideoAccepted:
+    """Answers as soon as the file is stored: follow `GET /jobs/{job_id}`; the people found are at
+    `GET /videos/{video_id}` and in search once the job is done. The file streams to disk and is
+    refused with a 413 as soon as it passes the size limit. A file that is no decodable video is
+    accepted here and its job fails with the reason."""
+    settings = services.settings
+    staged, form = await receive_upload(
+        request,
+        file_field="video",
+        form_model=VideoForm,
+        staging=services.store.blobs.staging_file,
+        max_bytes=settings.max_video_bytes,
+    )
+    submitted = await services.videos.submit(
+        staged, collection=form.collection or settings.default_collection, external_id=form.external_id
+    )
+    return VideoAccepted(job_id=submitted.job_id, video_id=submitted.video_id, duplicate=submitted.duplicate)
+
+
+@router.get("", response_model=VideoList, summary="List or look up videos")
+async def list_videos(
+    services: ServicesDep,
+    collection: Annotated[str | None, Query(pattern=COLLECTION_PATTERN)] = None,
+    external_id: str | None = None,
+    after: Annotated[int, Query(ge=0, description="Return videos with ids above this (paging).")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> VideoList:
+    records = await services.videos.find(
+        collection=collection, external_id=external_id, after=after, limit=limit
+    )
+    return VideoList(
+        videos=[Video.from_record(record) for record in records],
+        next_after=records[-1].id if len(records) == limit else None,
+    )
+
+
+@router.get(
+    "/{video_id}",
+    response_model=Video,
+    summary="A video's metadata, state and people with their time ranges",
+    responses=error_responses(404),
+)
+async def get_video(services: ServicesDep, video_id: int) -> Video:
+    return Video.from_record(await services.videos.get(video_id))
+
+
+@router.get(
+    "/{video_id}/thumbnails/{track_id}",
+    response_class=FileResponse,
+    summary="The clearest face of a track, as JPEG",
+    responses={200: {"content": {"image/jpeg": {}}, "description": "The face."}, **error_responses(404)},
+)
+async def get_thumbnail(services: ServicesDep, video_id: int, track_id: int) -> FileResponse:
+    return FileResponse(await services.videos.thumbnail(video_id, track_id), media_type="image/jpeg")
+
+
+@router.delete(
+    "/{video_id}",
+    status_code=204,
+    response_class=Response,
+    summary="Delete a video; its faces leave search at once, a running analysis is cancelled",
+    responses=error_responses(404),
+)
+async def delete_video(services: ServicesDep, video_id: int) -> Response:
+    await services.videos.delete(video_id)
+    return Response(status_code=204)

@@ -1,0 +1,195 @@
+"""The benchmark's own arithmetic on small hand-made inputs: recall, timings, the synthetic gallery,
+the table and the README section it writes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tools.bench.gallery import SyntheticGallery, hold_out_queries
+from tools.bench.readme import END, START, SectionError, main, render, replace_section
+from tools.bench.recall import exact_top_k, match_recall, recall_at_k
+from tools.bench.report import Comparison, Row, markdown, number, rows_from_json
+from tools.bench.timing import Timing, evenly_spaced, time_calls
+
+
+def test_exact_top_k_orders_by_cosine() -> None:
+    gallery = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8], [-1.0, 0.0]], np.float32)
+    positions, scores = exact_top_k(gallery, np.array([[0.8, 0.6]], np.float32), k=3)
+    assert positions.tolist() == [[2, 0, 1]]
+    np.testing.assert_allclose(scores, [[0.96, 0.8, 0.6]], rtol=1e-6)
+
+
+def test_exact_top_k_caps_k_at_the_gallery_size_and_handles_blocks() -> None:
+    gallery = np.eye(3, dtype=np.float32)
+    positions, _ = exact_top_k(gallery, gallery, k=20, block=2)
+    assert positions.shape == (3, 3)
+    assert positions[:, 0].tolist() == [0, 1, 2]
+
+
+def test_recall_at_k_counts_exact_hits_and_ignores_padding() -> None:
+    truth = np.array([[0, 1, 2], [3, 4, 5]])
+    found = np.array([[2, 0, 9], [5, -1, -1]])
+    assert recall_at_k(truth, found) == pytest.approx(3 / 6)
+
+
+def test_match_recall_counts_only_hits_above_the_threshold_pooled_over_queries() -> None:
+    truth = np.array([[0, 1, 2], [3, 4, 5]])
+    scores = np.array([[0.97, 0.92, 0.50], [0.91, 0.40, 0.30]])
+    # Query 1 returns one of its two matches and the non-match; query 2 misses its only match.
+    found = np.array([[1, 2, 7], [4, 5, 8]])
+    assert match_recall(truth, scores, found, threshold=0.90) == pytest.approx(1 / 3)
+    assert match_recall(truth, scores, truth, threshold=0.90) == 1.0
+
+
+def test_match_recall_is_undefined_without_matches() -> None:
+    truth = np.array([[0, 1]])
+    assert match_recall(truth, np.array([[0.5, 0.4]]), truth, threshold=0.9) is None
+
+
+def test_hold_out_queries_takes_the_last_photo_of_people_with_two_or_more() -> None:
+    identities = ["a", "a", "b", "c", "c", "c", "d", "d"]
+    assert hold_out_queries(identities, 10).tolist() == [1, 5, 7]
+    assert hold_out_queries(identities, 2).tolist() == [1, 7]
+
+
+def _clustered(people: int = 40, photos: int = 4, dimension: int = 16, rank: int = 10) -> np.ndarray:
+    """Unit vectors around a shared direction in a low-rank subspace, like real face embeddings."""
+    rng = np.random.default_rng(1)
+    basis = np.linalg.qr(rng.standard_normal((dimension, rank)))[0]
+    centres = rng.standard_normal((people, rank)) * np.linspace(1.0, 0.2, rank)
+    points = np.repeat(centres, photos, axis=0) + 0.1 * rng.standard_normal((people * photos, rank))
+    vectors = 4.0 * np.ones(dimension) / np.sqrt(dimension) + points @ basis.T
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_synthetic_rotations_are_rotations_that_fix_the_mean() -> None:
+    gallery = SyntheticGallery(_clustered())
+    rotation = gallery.rotation(3)
+    np.testing.assert_allclose(rotation @ rotation.T, np.eye(16), atol=1e-10)
+    assert np.linalg.det(rotation) == pytest.approx(1.0)
+    residuals = gallery.real - gallery.real.mean(axis=0)
+    # The top principal component is kept, and each copy has the real set's inner geometry.
+    rotated = residuals @ rotation.T
+    np.testing.assert_allclose(rotated @ rotated.T, residuals @ residuals.T, atol=1e-5)
+    assert not np.allclose(rotated, residuals, atol=1e-3)
+
+
+def test_synthetic_gallery_rows_are_stable_unit_vectors_starting_with_the_real_ones() -> None:
+    real = _clustered()
+    gallery = SyntheticGallery(real, seed=7)
+    big = gallery.vectors(1000)
+    assert big.shape == (1000, 16)
+    np.testing.assert_array_equal(big[: len(real)], real)
+    np.testing.assert_allclose(np.linalg.norm(big, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(gallery.vectors(400), big[:400])
+    np.testing.assert_array_equal(SyntheticGallery(real, seed=7).vectors(1000), big)
+    assert SyntheticGallery(real, seed=8).digest != gallery.digest
+    # A copy is a new population: its people are not the originals.
+    assert float(np.mean(np.sum(gallery.copy(1) * real, axis=1))) < 0.99
+
+
+def test_timing_summaries() -> None:
+    timing = Timing((0.010, 0.020, 0.030, 0.040, 0.050), units=10)
+    assert timing.median_ms == pytest.approx(30.0)
+    assert timing.p95_ms == pytest.approx(48.0)
+    assert timing.rate == pytest.approx(10 / 0.030)
+    assert timing.rate_iqr == pytest.approx((10 / 0.040, 10 / 0.020))
+
+
+def test_time_calls_warms_up_and_stops_at_the_budget() -> None:
+    calls: list[int] = []
+    timing = time_calls(calls.append, [1, 2, 3], repeats=2, warm_up=1)
+    assert calls == [1, 1, 2, 3, 1, 2, 3]
+    assert len(timing.seconds) == 6
+    assert len(time_calls(calls.append, [1, 2, 3], repeats=100, warm_up=0, budget_s=0.0).seconds) == 1
+
+
+def test_evenly_spaced_spans_the_sequence() -> None:
+    assert evenly_spaced(list(range(10)), 3) == [0, 4, 9]  # 4.5 rounds to even
+    assert evenly_spaced([1, 2], 5) == [1, 2]
+
+
+def test_number_keeps_three_figures_without_exponents() -> None:
+    assert [number(v) for v in (12345.6, 123.4, 12.34, 1.234, 0.01234)] == [
+        "12,346",
+        "123",
+        "12.3",
+        "1.23",
+        "0.0123",
+    ]
+
+
+def _document() -> dict:
+    row = Row(
+        "index",
+        "embedded HNSW @ 1M",
+        1.234,
+        "ms",
+        "p95 2.50",
+        [Comparison("exact numpy", "63.0 ms", 51.1)],
+        goal="p50 ≤ 2 ms",
+        met=True,
+        notes="match recall 0.9950",
+    )
+    return {
+        "date": "2030-01-02T03:04:05+00:00",
+        "command": "make bench",
+        "mode": "full",
+        "complete": True,
+        "sections": ["index"],
+        "elapsed_s": 1800.0,
+        "machine": {"cores": 2, "cpu": "Test CPU @ 2.0GHz", "platform": "Linux-x", "python": "3.11.9"},
+        "versions": {"onnxruntime": "1.31.1"},
+        "rows": [asdict(row)],
+    }
+
+
+def test_rows_survive_the_json_round_trip_into_the_table() -> None:
+    table = markdown(rows_from_json(_document()))
+    assert (
+        "| index | embedded HNSW @ 1M | 1.23 ms | p95 2.50 | 51.1x vs exact numpy (63.0 ms) | p50 ≤ 2 ms ✓ |"
+        in table
+    )
+
+
+def test_render_names_machine_date_and_command() -> None:
+    body = render(_document())
+    assert "2030-01-02" in body and "`make bench`" in body
+    assert "2 cores, Test CPU @ 2.0GHz" in body and "onnxruntime 1.31.1" in body
+    assert "embedded HNSW @ 1M" in body
+
+
+def test_replace_section_keeps_everything_outside_the_markers() -> None:
+    text = f"# Title\n\nintro\n\n{START}\nold numbers\n{END}\n\n## After\n"
+    updated = replace_section(text, "new numbers")
+    assert updated == f"# Title\n\nintro\n\n{START}\nnew numbers\n{END}\n\n## After\n"
+    assert replace_section(updated, "newer") == f"# Title\n\nintro\n\n{START}\nnewer\n{END}\n\n## After\n"
+
+
+@pytest.mark.parametrize(
+    "text", ["no markers", f"{START} only the start", f"{END} before {START}", f"{START}{END}{START}{END}"]
+)
+def test_replace_section_rejects_broken_markers(text: str) -> None:
+    with pytest.raises(SectionError):
+        replace_section(text, "body")
+
+
+def test_main_rewrites_a_readme_and_refuses_partial_runs(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{START}\n{END}\n")
+    results = tmp_path / "bench.json"
+    results.write_text(json.dumps(_document()))
+    assert main(["--json", str(results), "--readme", str(readme)]) == 0
+    assert "embedded HNSW @ 1M" in readme.read_text()
+    assert readme.read_text().startswith(f"intro\n{START}\nMeasured on 2030-01-02")
+
+    results.write_text(json.dumps(_document() | {"mode": "quick", "complete": False}))
+    before = readme.read_text()
+    assert main(["--json", str(results), "--readme", str(readme)]) == 2
+    assert readme.read_text() == before
+    assert main(["--json", str(results), "--readme", str(readme), "--allow-partial"]) == 0

@@ -1,0 +1,167 @@
+"""The product over HTTP: both services started as a user starts them, bulk ingest of an LFW folder
+through ``python -m search_service.ingest``, then ``POST /search`` latency with 250x250 photos."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tools.bench.paths import REPO_ROOT
+from tools.bench.report import Row, Section, latency_row
+from tools.bench.timing import Timing, evenly_spaced, time_calls
+from tools.eval.pairs import lfw_gallery
+
+INGEST_GOAL = 20.0  # photos/s
+SEARCH_GOAL_MS = 150.0
+# The ingest command's closing report, e.g. "ingested:          4992 (21.3 photos/s over 234.1 s)".
+_INGESTED = re.compile(r"^ingested:\s+(\d+) \(([\d.]+) photos/s over ([\d.]+) s\)", re.MULTILINE)
+_FACES = re.compile(r"^faces indexed:\s+(\d+)", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class HttpPlan:
+    gallery_photos: int | None  # LFW photos ingested (whole identities; None: the whole folder)
+    queries: int
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def running_service(
+    module: str, port: int, env: dict[str, str], log: Path, timeout_s: float = 180
+) -> Iterator[str]:
+    """Runs ``python -m module`` until the block ends; yields its URL once /healthz says "ok"."""
+    url = f"http://127.0.0.1:{port}"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", module], cwd=REPO_ROOT, env=os.environ | env, stdout=output, stderr=output
+        )
+        try:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"{module} exited during start-up: {log.read_text()[-2000:]}")
+                with contextlib.suppress(httpx.TransportError, ValueError):
+                    if httpx.get(f"{url}/healthz", timeout=2).json().get("status") == "ok":
+                        break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{module} not ready after {timeout_s:.0f} s")
+                time.sleep(0.2)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@contextlib.contextmanager
+def running_embedder(models_dir: Path, log: Path) -> Iterator[str]:
+    """The embedder service on a free port, with the models in ``models_dir``; yields its URL."""
+    port = free_port()
+    env = {
+        "EMBEDDER_PORT": str(port),
+        "MODELS_DIR": str(models_dir.resolve()),
+        "EMBEDDER_LOG_LEVEL": "WARNING",
+    }
+    with running_service("embedder_service", port, env, log) as url:
+        yield url
+
+
+def _gallery_folder(lfw_dir: Path, limit: int | None, root: Path) -> tuple[Path, list[Path]]:
+    """The folder to ingest and its photos: the LFW folder itself, or links to its first people."""
+    photos = lfw_gallery(lfw_dir, limit)
+    if limit is None:
+        return lfw_dir, [lfw_dir / path for path, _ in photos]
+    for path, _ in photos:
+        link = root / path
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to((lfw_dir / path).resolve())
+    return root, [root / path for path, _ in photos]
+
+
+def _ingest(folder: Path, url: str) -> tuple[Row, dict[str, Any]]:
+    """The bulk ingest command over ``folder``, as a user runs it; its own photos/s figure."""
+    command = [sys.executable, "-m", "search_service.ingest", str(folder), "--url", url, "--quiet"]
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+    print(done.stdout, end="", file=sys.stderr)
+    counts = _INGESTED.search(done.stdout)
+    if counts is None:
+        raise RuntimeError(f"unexpected ingest output: {done.stdout[-1000:]} {done.stderr[-1000:]}")
+    ingested, rate, seconds = int(counts[1]), float(counts[2]), float(counts[3])
+    faces = _FACES.search(done.stdout)
+    row = Row(
+        "http",
+        "bulk ingest of LFW photos (python -m search_service.ingest)",
+        rate,
+        "photos/s",
+        "one run",
+        goal=f"≥ {INGEST_GOAL:.0f}/s",
+        met=rate >= INGEST_GOAL,
+        notes=f"{ingested} photos, {faces[1] if faces else '?'} faces in {seconds:.0f} s"
+        + (f"; exit code {done.returncode}" if done.returncode else ""),
+    )
+    return row, {"photos": ingested, "photos_per_s": rate, "seconds": seconds, "exit_code": done.returncode}
+
+
+def _search_latency(url: str, queries: list[Path]) -> Timing:
+    with httpx.Client(base_url=url, timeout=60) as client:
+
+        def search(path: Path) -> None:
+            response = client.post("/search", files={"image": (path.name, path.read_bytes(), "image/jpeg")})
+            response.raise_for_status()
+
+        return time_calls(search, queries, warm_up=3)
+
+
+def measure(lfw_dir: Path, models_dir: Path, plan: HttpPlan) -> Section:
+    out = Section()
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-http-") as scratch,
+        running_embedder(models_dir, Path(scratch) / "embedder.log") as embedder_url,
+    ):
+        work = Path(scratch)
+        folder, photos = _gallery_folder(lfw_dir, plan.gallery_photos, work / "gallery")
+        port = free_port()
+        env = {
+            "SEARCH_PORT": str(port),
+            "DATA_DIR": str(work / "data"),
+            "EMBEDDER_URL": embedder_url,
+            "SEARCH_LOG_LEVEL": "WARNING",
+        }
+        with running_service("search_service", port, env, work / "search.log") as search_url:
+            ingest_row, ingest = _ingest(folder, search_url)
+            timing = _search_latency(search_url, evenly_spaced(photos, plan.queries))
+    out.rows.append(ingest_row)
+    out.rows.append(
+        latency_row(
+            "http",
+            f"POST /search, 250x250 photo, gallery of {ingest['photos']:,} photos",
+            timing,
+            goal=f"p50 ≤ {SEARCH_GOAL_MS:.0f} ms",
+            met=timing.median_ms <= SEARCH_GOAL_MS,
+            notes=f"{len(timing.seconds)} queries (gallery photos), one at a time, k=20",
+        )
+    )
+    out.summary["ingest_photos_per_s"] = f"{ingest['photos_per_s']:.1f}"
+    out.summary["search_http_p50_ms"] = f"{timing.median_ms:.1f}"
+    out.details["http"] = {"ingest": ingest, "search": timing.to_json()}
+    return out
