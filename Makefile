@@ -46,10 +46,18 @@ lint: venv
 test: venv models lint
 	$(VENV)/bin/pytest -q -ra
 
-bench: venv models
+# The peers measured beside us: face_recognition (dlib HOG + dlib descriptor), installed without
+# its `dlib` requirement (dlib-bin provides the module; `dlib` would compile for many minutes).
+$(VENV)/.eval-installed: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[$(ORT_EXTRA),build,test,eval]'
+	$(PY) -m pip install --quiet --no-deps face_recognition==1.3.0
+	touch $@
+
+bench: venv models $(VENV)/.eval-installed
 	$(PY) -m tools.bench $(BENCH_ARGS)
 
-eval: venv models
+# Any LFW-layout folder and pairs file: make eval LFW_DIR=/path/to/lfw PAIRS=/path/to/pairs.txt
+eval: venv models $(VENV)/.eval-installed
 	$(PY) -m tools.eval $(EVAL_ARGS)
 
 clean:

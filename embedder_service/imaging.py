@@ -31,7 +31,7 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     if not data:
         raise ImageError("empty upload: no image data", 400)
     try:
-        image = Image.open(io.BytesIO(data))
+        image: Image.Image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise ImageError("not an image: the data is not in any supported image format", 415) from None
     if image.format not in SUPPORTED_FORMATS:

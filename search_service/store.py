@@ -206,6 +206,11 @@ def _job(row: sqlite3.Row) -> JobRecord:
     )
 
 
+def _ms(seconds: float) -> float:
+    """Times are stored to the millisecond: finer is noise at a few samples per second."""
+    return round(seconds, 3)
+
+
 def _ranges(text: str) -> list[TimeRange]:
     return [(float(start), float(end)) for start, end in json.loads(text)]
 
@@ -649,7 +654,7 @@ class Store:
                     now = _now()
                     db.execute(
                         "UPDATE media SET width = ?, height = ?, duration_s = ?, fps = ? WHERE id = ?",
-                        (analysis.width, analysis.height, analysis.duration, analysis.fps, job.video_id),
+                        (analysis.width, analysis.height, _ms(analysis.duration), analysis.fps, job.video_id),
                     )
                     db.execute(
                         "UPDATE jobs SET state = 'done', progress = 1, frames_processed = ?, "
@@ -672,16 +677,16 @@ class Store:
             track_ids: dict[int, int] = {}
             for track in person.tracks:
                 thumbnail = hashlib.sha256(track.thumbnail_jpeg).hexdigest() if track.thumbnail_jpeg else None
+                start, end, best_time = _ms(track.start), _ms(track.end), _ms(track.best_time)
                 track_ids[track.index] = track_id = db.execute(
                     "INSERT INTO tracks (media_id, person, start_s, end_s, best_time_s, thumbnail_sha256, "
                     "x1, y1, x2, y2, faces) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                    (video_id, person.index, track.start, track.end, track.best_time, thumbnail,
-                     *track.best_box, track.faces),
-                ).fetchone()[0]  # fmt: skip
+                    (video_id, person.index, start, end, best_time, thumbnail, *track.best_box, track.faces),
+                ).fetchone()[0]
                 # The tracker keeps no frame per representative: each points at its track's best
                 # face, which is the moment a client should jump to anyway.
                 rows = [
-                    (video_id, track_id, collection, track.best_time, *track.best_box, track.best_score,
+                    (video_id, track_id, collection, best_time, *track.best_box, track.best_score,
                      np.asarray(vector, "<f4").tobytes())
                     for vector in track.representatives
                 ]  # fmt: skip
@@ -690,7 +695,12 @@ class Store:
                 vectors.extend(track.representatives)
             db.execute(
                 "INSERT INTO people (media_id, person, time_ranges, thumbnail_track) VALUES (?, ?, ?, ?)",
-                (video_id, person.index, json.dumps(person.time_ranges), track_ids[person.best_track.index]),
+                (
+                    video_id,
+                    person.index,
+                    json.dumps([(_ms(start), _ms(end)) for start, end in person.time_ranges]),
+                    track_ids[person.best_track.index],
+                ),
             )
         return _face_batch(ids, [video_id] * len(ids), "video", [collection] * len(ids), vectors)
 
@@ -702,6 +712,8 @@ class Store:
 
     def claim_job(self) -> JobRecord | None:
         """Start the oldest queued job (state running, one more attempt); None when none waits."""
+        if not self._read("SELECT 1 FROM jobs WHERE state = 'queued' LIMIT 1"):
+            return None  # idle workers poll: a read needs no write lock
         now = _now()
         with self._transaction() as db:
             row = db.execute(

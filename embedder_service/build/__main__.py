@@ -23,7 +23,7 @@ from embedder_service.build.dlib_resnet import (
 )
 from embedder_service.build.mtcnn_nets import build_mtcnn_nets, locate_mtcnn_weights
 from embedder_service.models.encoder import EncoderSpec
-from embedder_service.models.manifest import MANIFEST_NAME, Manifest, ModelRecord, sha256_of
+from embedder_service.models.manifest import MANIFEST_NAME, Manifest, ModelRecord, Task, sha256_of
 
 # Where MTCNN's five landmarks sit, on average, in dlib's 150 px chip (padding 0.25), measured
 # on 38 faces (DESIGN.md). Mapping them there reproduces dlib's own chips closely enough that
@@ -32,46 +32,47 @@ DLIB_CHIP_TEMPLATE = [(47.74, 45.37), (101.23, 44.99), (74.34, 79.79), (50.40, 1
 BUILD_VERSION = "1"
 
 
-def _save(model: onnx.ModelProto, path: Path) -> None:
+def _write(
+    model: onnx.ModelProto, path: Path, name: str, task: Task, package: str, source_file: str
+) -> ModelRecord:
     temporary = path.with_suffix(".onnx.tmp")
     onnx.save(model, str(temporary))
     temporary.replace(path)
+    return ModelRecord(
+        name=name,
+        task=task,
+        file=path.name,
+        sha256=sha256_of(path),
+        version=BUILD_VERSION,
+        source_package=package,
+        source_version=version(package),
+        source_file=source_file,
+    )
 
 
 def build_all(models_dir: Path) -> Manifest:
     models_dir.mkdir(parents=True, exist_ok=True)
-    records: list[ModelRecord] = []
-
-    mtcnn_dir = locate_mtcnn_weights()
-    for name, model in build_mtcnn_nets(mtcnn_dir).items():
-        path = models_dir / f"{name}.onnx"
-        _save(model, path)
-        records.append(
-            ModelRecord(
-                name=f"mtcnn_{name}",
-                task="detection",
-                file=path.name,
-                sha256=sha256_of(path),
-                version=BUILD_VERSION,
-                source_package="facenet-pytorch",
-                source_version=version("facenet-pytorch"),
-                source_file=f"facenet_pytorch/data/{name}.pt",
-            )
+    records = [
+        _write(
+            model,
+            models_dir / f"{name}.onnx",
+            f"mtcnn_{name}",
+            "detection",
+            "facenet-pytorch",
+            f"facenet_pytorch/data/{name}.pt",
         )
-
+        for name, model in build_mtcnn_nets(locate_mtcnn_weights()).items()
+    ]
     dat = locate_dlib_weights()
     path = models_dir / "dlib_resnet_v1.onnx"
-    _save(build_dlib_resnet(dat), path)
     records.append(
-        ModelRecord(
-            name="dlib_resnet_v1",
-            task="recognition",
-            file=path.name,
-            sha256=sha256_of(path),
-            version=BUILD_VERSION,
-            source_package="face_recognition_models",
-            source_version=version("face_recognition_models"),
-            source_file=f"face_recognition_models/models/{dat.name}",
+        _write(
+            build_dlib_resnet(dat),
+            path,
+            "dlib_resnet_v1",
+            "recognition",
+            "face_recognition_models",
+            f"face_recognition_models/models/{dat.name}",
         )
     )
     encoder = EncoderSpec(

@@ -11,11 +11,12 @@ from pydantic import BaseModel
 from embedder_service.models.encoder import EncoderSpec
 
 MANIFEST_NAME = "manifest.json"
+Task = Literal["detection", "recognition"]
 
 
 class ModelRecord(BaseModel):
     name: str
-    task: Literal["detection", "recognition"]
+    task: Task
     file: str
     sha256: str
     version: str

@@ -17,7 +17,7 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 from starlette.concurrency import run_in_threadpool
 
 from search_service.api.deps import invalid_parameter
@@ -85,7 +85,7 @@ class _Parts:
             self.declared_type = self._headers.get(b"content-type", b"").decode("latin-1").strip()
             self._target = None
         else:
-            self._target = self.fields.setdefault(name, bytearray())
+            self._target = self.fields[name] = bytearray()  # a repeated field: the last one counts
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         if self._target is None:
@@ -146,6 +146,8 @@ async def receive_upload(
                 await run_in_threadpool(_write, file, digest, chunks)
         parser.finalize()
         file.close()
+        if parser.state not in (MultipartState.END, MultipartState.BOUNDARY_PADDING):
+            raise invalid_parameter(("body",), "the multipart body ends before its closing boundary", None)
         if parts.file_parts == 0:
             raise RequestValidationError(
                 [{"type": "missing", "loc": ("body", file_field), "msg": "Field required", "input": None}]

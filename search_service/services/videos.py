@@ -218,7 +218,7 @@ class VideosService:
         except VideoDecodeError as error:
             raise JobFailed(f"not a decodable video: {error}") from error
         except ServiceError as error:  # the embedder refused a frame, is unreachable or runs another model
-            raise JobFailed(f"embedder: {error.detail}") from error
+            raise JobFailed(f"embedder: {error.detail} (upload the video again to retry)") from error
         started = time.perf_counter()
         timings = dataclasses.asdict(analysis.timings)
         with self._index_lock:

@@ -190,6 +190,31 @@ def test_deleting_a_video_cancels_its_job(slow_client: TestClient, clip: bytes) 
     assert slow_client.get("/collections").json()["collections"] == []
 
 
+def test_a_job_stopped_with_the_service_runs_again_at_the_next_start(
+    make_settings: Callable[..., SearchSettings], fake_embedder: FakeEmbedder, clip: bytes
+) -> None:
+    fake_embedder.delay_s = 0.2
+    settings = make_settings(video_batch_frames=1)
+    with TestClient(create_app(settings)) as client:
+        accepted = upload(client, clip)
+        wait_for(client.get, accepted["job_id"], lambda job: job["frames_processed"] >= 1)
+    with TestClient(create_app(settings)) as client:
+        assert client.get(f"/jobs/{accepted['job_id']}").json()["state"] in ("queued", "running")
+        job = finished(client, accepted["job_id"])
+        assert (job["state"], job["attempts"], job["frames_processed"]) == ("done", 2, SAMPLES)
+        assert len(video_hits(client, photo("alice"))) == 2
+
+
+def test_an_unreachable_embedder_fails_the_job_with_the_reason(
+    client: TestClient, fake_embedder: FakeEmbedder, clip: bytes
+) -> None:
+    fake_embedder.fail_next = [503] * 4  # the first attempt and its three retries
+    job = finished(client, upload(client, clip)["job_id"])
+    assert job["state"] == "failed"
+    assert job["error"].startswith("embedder: ") and "unavailable" in job["error"]
+    assert job["error"].endswith("(upload the video again to retry)")
+
+
 def _wav() -> bytes:
     buffer = io.BytesIO()
     with wave.open(buffer, "wb") as audio:
@@ -269,6 +294,11 @@ def test_bad_forms_are_a_422_and_store_nothing(
     assert bad_collection.status_code == 422
     assert bad_collection.json()["detail"][0]["loc"] == ["body", "collection"]
     assert client.post("/videos", data={"collection": "x"}).status_code == 422
+    cut = b'--b\r\nContent-Disposition: form-data; name="video"; filename="a.mp4"\r\n\r\n' + clip[:1000]
+    unfinished = client.post(
+        "/videos", content=cut, headers={"content-type": "multipart/form-data; boundary=b"}
+    )
+    assert unfinished.status_code == 422 and "closing boundary" in str(unfinished.json()["detail"])
     assert client.get("/videos").json()["videos"] == []
     assert stored_files(make_settings().data_dir) == []
 

@@ -2,6 +2,7 @@
 
 Modules by concept: :mod:`.pairs` (LFW protocol files), :mod:`.metrics` (verification and
 retrieval numbers), :mod:`.embedding` (our pipeline per variant, cached), :mod:`.peer`
-(``face_recognition``), :mod:`.rerank` (re-ranking of the top hits), :mod:`.report` (tables,
-JSON, plots) and :mod:`.runner` (what ties them together).
+(``face_recognition``), :mod:`.rerank` (re-ranking of the top hits), :mod:`.retrieval`
+(the gallery protocol), :mod:`.runner` (both protocols over one pipeline's embeddings) and
+:mod:`.report` (tables, JSON, plots).
 """

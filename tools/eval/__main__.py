@@ -174,6 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "platform": platform.platform(),
             "cores": os.cpu_count(),
             "python": platform.python_version(),
+            # Timings on a shared machine are only as good as its load: keep it with them.
+            "load_average_1m": round(os.getloadavg()[0], 2),
         },
         "onnxruntime": version("onnxruntime"),
         "model_checksums": {label: embedder.cache_tag() for label, embedder in embedders},

@@ -107,11 +107,15 @@ def plot_roc(results: Sequence[PipelineResult], path: Path, far: float) -> None:
     # non-zero rate the pairs can measure.
     negatives = min(int(np.count_nonzero(~result.test_same)) for result in results)
     edge = 0.5 / max(1, negatives)
+    lowest = 1.0
     for result in results:
         fpr, tpr = roc(result.test_scores, result.test_same)
         label = f"{result.name} (AUC {result.summary['auc'].mean:.4f})"
         axes.step(np.maximum(fpr, edge), tpr, where="post", label=label)
+        lowest = min(lowest, float(tpr[fpr == 0].max()))
     axes.set_xlim(edge, 1.0)
+    # Good pipelines differ only in the top few percent of TAR: zoom there.
+    axes.set_ylim(max(0.0, lowest - 0.05), 1.005)
     axes.axvline(far, color="grey", linestyle=":", linewidth=1)
     axes.set_xscale("log")
     axes.set_xlabel("false accept rate (different-person pairs called a match)")
