@@ -51,7 +51,9 @@ def test_one_face_with_unit_embedding(client: TestClient, lfw_photo: bytes) -> N
     assert abs(np.linalg.norm(vector) - 1) < 1e-5
 
 
-def test_several_images_one_entry_each_in_order(client: TestClient, shared_data: Path, lfw_photo: bytes) -> None:
+def test_several_images_one_entry_each_in_order(
+    client: TestClient, shared_data: Path, lfw_photo: bytes
+) -> None:
     group = sorted((shared_data / "multi_face").glob("compreface_*_4.jpg"))[0].read_bytes()
     nothing = (shared_data / "no_face" / "dlib_dogs.jpg").read_bytes()
     result = post(client, ("group.jpg", group), ("none.jpg", nothing), ("one.jpg", lfw_photo))
@@ -62,7 +64,9 @@ def test_several_images_one_entry_each_in_order(client: TestClient, shared_data:
 
 def test_same_face_same_person_close_different_person_far(client: TestClient, shared_data: Path) -> None:
     def embedding(path: Path) -> np.ndarray:
-        return np.array(post(client, (path.name, path.read_bytes()))["body"]["images"][0]["faces"][0]["embedding"])
+        return np.array(
+            post(client, (path.name, path.read_bytes()))["body"]["images"][0]["faces"][0]["embedding"]
+        )
 
     gul = sorted((shared_data / "lfw_dev" / "Abdullah_Gul").glob("*.jpg"))
     a1, a2 = embedding(gul[0]), embedding(gul[1])
