@@ -31,6 +31,8 @@ def wait_until_ready(url: str, process: subprocess.Popen[bytes], timeout_s: floa
 
 
 def main() -> int:
+    # SIGTERM (a service manager, `kill`) unwinds like Ctrl-C, so the children are stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     embedder = embedder_settings()
     env = dict(os.environ)
     env.setdefault("EMBEDDER_URL", f"http://{embedder.host}:{embedder.port}")
