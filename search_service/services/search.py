@@ -9,7 +9,7 @@ import numpy as np
 from prometheus_client import Histogram
 from starlette.concurrency import run_in_threadpool
 
-from search_service.domain import HitSource, Upload
+from search_service.domain import HitSource, TimeRange, Upload
 from search_service.embedder_client import EmbedderClient
 from search_service.errors import NoFaceError
 from search_service.index.base import FaceIndex, IndexHit, Source
@@ -36,42 +36,67 @@ _EPSILON = 1e-6
 class _Ranked:
     hit: IndexHit
     where: HitSource
-    range_scores: list[float] | None  # videos: per time range of the person
+    time_ranges: list[TimeRange] | None  # videos: every range of the matched people
+    range_scores: list[float] | None  # videos: per time range, the query's best similarity
 
 
-def _distinct(
-    hits: list[IndexHit], sources: dict[int, HitSource], k: int
-) -> list[tuple[IndexHit, HitSource]]:
-    """Up to k hits, best first, keeping only the best vector of each video person."""
-    kept: list[tuple[IndexHit, HitSource]] = []
-    people: set[tuple[int, int]] = set()
+def distinct_hits(
+    hits: list[IndexHit], sources: dict[int, HitSource], k: int, threshold: float
+) -> list[tuple[IndexHit, list[HitSource]]]:
+    """Up to k hits, best first: one per photo face, one per video person, except that every
+    person of a video who matches the query joins that video's best matching hit.
+
+    The tracker keeps two tracks apart when it is unsure they are one person (different
+    people's track means came as close as 0.977 on the real clips); a query photo that matches
+    both is the better judge, so the client gets one video with all of that person's ranges.
+    """
+    kept: list[tuple[IndexHit, list[HitSource]]] = []
+    seen: set[tuple[int, int]] = set()
+    matching: dict[int, list[HitSource]] = {}  # video id -> people of its best matching hit
     for hit in hits:
         where = sources.get(hit.face_id)
         if where is None:  # deleted between the index answer and this lookup
             continue
+        is_match = hit.score >= threshold
         if where.person is not None:
-            if (where.media_id, where.person) in people:
+            if (where.media_id, where.person) in seen:
                 continue
-            people.add((where.media_id, where.person))
-        kept.append((hit, where))
+            seen.add((where.media_id, where.person))
+            group = matching.get(where.media_id)
+            if group is not None and is_match:
+                group.append(where)
+                continue
         if len(kept) == k:
-            break
+            continue  # full, but later people may still join a kept video's hit
+        people = [where]
+        kept.append((hit, people))
+        if where.person is not None and is_match:
+            matching[where.media_id] = people
     return kept
 
 
-def _range_scores(
-    query: np.ndarray, where: HitSource, people: dict[tuple[int, int], PersonVectors]
-) -> list[float] | None:
-    """Videos: per time range of the person, the query's best similarity to its tracks' vectors."""
-    person = None if where.person is None else people.get((where.media_id, where.person))
-    if person is None or where.time_ranges is None:  # a photo, or a video deleted meanwhile
-        return None
-    scores = person.vectors @ query
-    best: list[float] = []
-    for start, end in where.time_ranges:
-        inside = (person.track_starts >= start - _EPSILON) & (person.track_starts <= end + _EPSILON)
-        best.append(float(scores[inside].max()) if inside.any() else float("nan"))
-    return best
+def merged_ranges(
+    query: np.ndarray, people: list[HitSource], vectors: dict[tuple[int, int], PersonVectors]
+) -> tuple[list[TimeRange] | None, list[float] | None]:
+    """Videos: the people's time ranges, merged where they overlap, each with the query's best
+    similarity to the tracks that start inside it."""
+    scored: list[tuple[float, float, float]] = []
+    for where in people:
+        person = None if where.person is None else vectors.get((where.media_id, where.person))
+        if person is None or where.time_ranges is None:  # a photo, or a video deleted meanwhile
+            return people[0].time_ranges, None
+        scores = person.vectors @ query
+        for start, end in where.time_ranges:
+            inside = (person.track_starts >= start - _EPSILON) & (person.track_starts <= end + _EPSILON)
+            scored.append((start, end, float(scores[inside].max()) if inside.any() else float("nan")))
+    merged: list[list[float]] = []
+    for start, end, score in sorted(scored):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+            merged[-1][2] = max(merged[-1][2], score)
+        else:
+            merged.append([start, end, score])
+    return [(start, end) for start, end, _ in merged], [score for *_, score in merged]
 
 
 def _hit(ranked: _Ranked, threshold: float) -> Hit:
@@ -85,7 +110,7 @@ def _hit(ranked: _Ranked, threshold: float) -> Hit:
         external_id=where.external_id,
         collection=where.collection,
         box=where.box,
-        time_ranges=where.time_ranges,
+        time_ranges=ranked.time_ranges,
         range_scores=ranked.range_scores,
         best_time=where.time_s,
         person=where.person,
@@ -109,10 +134,10 @@ class SearchService:
             raise NoFaceError(f"no face found in the query photo {upload.filename!r}")
         await self._guard.check([query])
         vectors = np.stack([face.embedding for face in query.faces])
-        per_face = await run_in_threadpool(
-            self._rank, vectors, params.k, params.collection, _SOURCES[params.source]
-        )
         threshold = self._threshold if params.threshold is None else params.threshold
+        per_face = await run_in_threadpool(
+            self._rank, vectors, params.k, threshold, params.collection, _SOURCES[params.source]
+        )
         return SearchResponse(
             threshold=threshold,
             faces=[
@@ -122,7 +147,7 @@ class SearchService:
         )
 
     def _rank(
-        self, vectors: np.ndarray, k: int, collection: str | None, source: Source | None
+        self, vectors: np.ndarray, k: int, threshold: float, collection: str | None, source: Source | None
     ) -> list[list[_Ranked]]:
         """Per query vector, up to k hits best first, one per photo face or video person."""
         fetch = k if source == "image" else k * _OVERFETCH
@@ -132,7 +157,7 @@ class SearchService:
             per_face = self._index.search(vectors, fetch, collection=collection, source=source)
             index_seconds += time.perf_counter() - started
             sources = self._store.describe_faces([hit.face_id for hits in per_face for hit in hits])
-            kept = [_distinct(hits, sources, k) for hits in per_face]
+            kept = [distinct_hits(hits, sources, k, threshold) for hits in per_face]
             # Fewer than `fetch` answers means the index has nothing more to give.
             if all(
                 len(hits) == k or len(answer) < fetch for hits, answer in zip(kept, per_face, strict=True)
@@ -140,10 +165,16 @@ class SearchService:
                 break
             fetch *= _OVERFETCH
         INDEX_SEARCH_SECONDS.observe(index_seconds)
-        people = self._store.person_vectors(
-            {(where.media_id, where.person) for hits in kept for _, where in hits if where.person is not None}
+        vectors_of = self._store.person_vectors(
+            {
+                (where.media_id, where.person)
+                for hits in kept
+                for _, people in hits
+                for where in people
+                if where.person is not None
+            }
         )
         return [
-            [_Ranked(hit, where, _range_scores(query, where, people)) for hit, where in hits]
+            [_Ranked(hit, people[0], *merged_ranges(query, people, vectors_of)) for hit, people in hits]
             for query, hits in zip(vectors, kept, strict=True)
         ]

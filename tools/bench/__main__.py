@@ -2,8 +2,9 @@
 
 Prints one markdown table (medians, spreads, speed-ups against the baselines), writes
 ``reports/bench.json`` and PNG plots, and ends with a line of key=value pairs. ``--quick`` is
-sized for CI (a few minutes, galleries up to 100k); the full run takes tens of minutes, most of
-it building the 1M-face HNSW graph the first time (it is cached under ``reports/cache``).
+sized for CI (about 2 minutes, galleries up to 100k); the full run takes about 15 minutes on
+2 cores, a third of it building the 1M-face HNSW graph the first time (then cached under
+``reports/cache``, with the LFW embeddings it shares with ``make eval``).
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ def run_index(args: argparse.Namespace, plan: Plan, cache_dir: Path) -> Section:
         cache_dir=cache_dir,
         threshold=SearchSettings().match_threshold,
         build_threads=args.build_threads,
-        # Quick runs never build the 1M graph (15+ minutes); a cached one is still used.
+        # Quick runs never build the 1M graph (5 minutes on both cores); a cached one is still used.
         max_hnsw_build=200_000 if args.quick else None,
         ef_search=list(dict.fromkeys([SearchSettings().hnsw_ef_search, *args.ef_search])),
     )

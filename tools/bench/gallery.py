@@ -13,12 +13,12 @@ and the goal is stated at 1M. The scheme, with numbers measured on our embedding
   the renormalisation), and each copy is a new population of people with the real set's structure.
 * ``T`` rotates within bands of ``band`` principal components of similar variance, and keeps
   the first (largest) component fixed. A free rotation of the whole subspace would mix large
-  components with small ones and spread the copies out (0.3% of pairs of different people at or
-  above the 0.90 match threshold, against 2.9% among the real faces), making search easier than
-  it is; rotating within bands keeps the covariance, and the fixed top component keeps the coarse
-  trait along which many people look alike. Result: 1.8% of real-to-copy pairs pass the
-  threshold, and a person's copy resembles that person about as an impostor does (cosine 0.87,
-  impostors 0.84). :func:`neighbourhood_check` measures this on every run (``bench.json``).
+  components with small ones and spread the copies out (0.3% of pairs of different people at
+  cosine 0.90 or more, against 2.9% among the real faces), making search easier than it is;
+  rotating within bands keeps the covariance, and the fixed top component keeps the coarse trait
+  along which many people look alike. Result: 1.8% of real-to-copy pairs reach 0.90, and a
+  person's copy resembles that person about as an impostor does (cosine 0.87, impostors 0.84).
+  :func:`neighbourhood_check` measures this on every run, at the match threshold (``bench.json``).
 
 The gallery is the real set (minus the held-out queries) followed by copy 1, copy 2, ...: its
 first ``n`` rows are the gallery of size ``n``, identical from run to run for one seed.

@@ -3,8 +3,9 @@
 One query at a time with k=20, as the search service asks: exact numpy (matrix-vector product and
 partial sort), scikit-learn's NearestNeighbors (brute-force cosine, what the seed projects used),
 and our :class:`EmbeddedIndex` forced to exact search and to its HNSW graph, with the service's
-graph settings. HNSW graphs are slow to build (1M: 15+ minutes on 2 cores), so each is saved under
-the cache folder by the index's own persistence and reused by later runs.
+graph settings at several search breadths (recall against latency). HNSW graphs are slow to build
+(1M: 5 minutes on both cores here), so each is saved under the cache folder by the index's own
+persistence and reused by later runs.
 """
 
 from __future__ import annotations
