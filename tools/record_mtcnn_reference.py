@@ -124,10 +124,16 @@ def _batched_nms(
 
 
 def _load_mtcnn_class() -> Any:
-    modules = {name: types.ModuleType(name) for name in (
-        "torchvision", "torchvision.transforms", "torchvision.transforms.functional",
-        "torchvision.ops", "torchvision.ops.boxes",
-    )}
+    modules = {
+        name: types.ModuleType(name)
+        for name in (
+            "torchvision",
+            "torchvision.transforms",
+            "torchvision.transforms.functional",
+            "torchvision.ops",
+            "torchvision.ops.boxes",
+        )
+    }
     modules["torchvision"].transforms = modules["torchvision.transforms"]  # type: ignore[attr-defined]
     modules["torchvision.transforms"].functional = modules["torchvision.transforms.functional"]  # type: ignore[attr-defined]
     modules["torchvision"].ops = modules["torchvision.ops"]  # type: ignore[attr-defined]
@@ -175,11 +181,13 @@ def main() -> None:
         faces = []
         if boxes is not None:
             for box, prob, marks in zip(boxes, probs, points, strict=True):
-                faces.append({
-                    "box": np.round(np.asarray(box, np.float64), 3).tolist(),
-                    "score": round(float(prob), 6),
-                    "landmarks": np.round(np.asarray(marks, np.float64), 3).tolist(),
-                })
+                faces.append(
+                    {
+                        "box": np.round(np.asarray(box, np.float64), 3).tolist(),
+                        "score": round(float(prob), 6),
+                        "landmarks": np.round(np.asarray(marks, np.float64), 3).tolist(),
+                    }
+                )
         records.append({"path": rel, "width": image.width, "height": image.height, "faces": faces})
         print(f"{rel}: {image.width}x{image.height}, {len(faces)} faces, {elapsed * 1000:.0f} ms")
 

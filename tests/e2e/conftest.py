@@ -7,34 +7,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.search.processes import ServiceProcess, free_port, search_service
-
-
-def _models_loaded(response: httpx.Response) -> bool:
-    return response.status_code == 200 and response.json().get("status") == "ok"
+from tools.processes import ServiceProcess, embedder_service, search_service
 
 
 @pytest.fixture(scope="session")
 def embedder(models_dir: Path) -> Iterator[ServiceProcess]:
-    port = free_port()
-    env = {"EMBEDDER_PORT": str(port), "MODELS_DIR": str(models_dir), "EMBEDDER_LOG_LEVEL": "WARNING"}
-    process = ServiceProcess("embedder_service", port, env, ready=_models_loaded)
-    process.start(timeout_s=180)
-    yield process
-    process.stop()
+    with embedder_service(models_dir).running(timeout_s=180) as process:
+        yield process
 
 
 @contextmanager
 def running_search_service(data_dir: Path, embedder: ServiceProcess) -> Iterator[ServiceProcess]:
-    process = search_service(str(data_dir), embedder.url)
-    process.start()
-    try:
+    with search_service(str(data_dir), embedder.url).running() as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture

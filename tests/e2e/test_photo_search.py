@@ -17,7 +17,7 @@ import pytest
 
 from search_service.ingest import main as ingest_main
 from tests.conftest import REPO_ROOT
-from tests.search.processes import ServiceProcess
+from tools.processes import ServiceProcess
 
 pytestmark = pytest.mark.shared_data
 

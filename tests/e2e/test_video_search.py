@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import running_search_service
-from tests.search.processes import ServiceProcess
+from tools.processes import ServiceProcess
 
 pytestmark = pytest.mark.shared_data
 

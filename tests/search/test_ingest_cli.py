@@ -14,7 +14,7 @@ import pytest
 from search_service.ingest import main
 from tests.conftest import REPO_ROOT
 from tests.search.fakes import FakeEmbedder, photo
-from tests.search.processes import ServiceProcess, search_service
+from tools.processes import ServiceProcess, search_service
 
 
 @pytest.fixture

@@ -22,8 +22,8 @@ from fastapi.testclient import TestClient
 from search_service.main import create_app
 from search_service.settings import SearchSettings
 from tests.search.fakes import MARKERS, FakeEmbedder, photo
-from tests.search.processes import search_service
 from tests.search.video.conftest import CLIP_FPS, CLIP_SIZE, PHOTO_SIDE, Placement, write_clip
+from tools.processes import search_service
 
 SQUARES = {name: np.full((PHOTO_SIDE, PHOTO_SIDE, 3), colour, np.uint8) for name, colour in MARKERS.items()}
 SECONDS = 5.0

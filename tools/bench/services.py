@@ -4,13 +4,10 @@ through ``python -m search_service.ingest``, then ``POST /search`` latency with 
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +15,10 @@ from typing import Any
 
 import httpx
 
-from tools.bench.paths import REPO_ROOT
 from tools.bench.report import Row, Section, latency_row
 from tools.bench.timing import Timing, evenly_spaced, time_calls
 from tools.eval.pairs import lfw_gallery
+from tools.processes import REPO_ROOT, embedder_service, reports_ok, search_service
 
 INGEST_GOAL = 20.0  # photos/s
 SEARCH_GOAL_MS = 150.0
@@ -36,54 +33,11 @@ class HttpPlan:
     queries: int
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def running_service(
-    module: str, port: int, env: dict[str, str], log: Path, timeout_s: float = 180
-) -> Iterator[str]:
-    """Runs ``python -m module`` until the block ends; yields its URL once /healthz says "ok"."""
-    url = f"http://127.0.0.1:{port}"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", module], cwd=REPO_ROOT, env=os.environ | env, stdout=output, stderr=output
-        )
-        try:
-            deadline = time.monotonic() + timeout_s
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(f"{module} exited during start-up: {log.read_text()[-2000:]}")
-                with contextlib.suppress(httpx.TransportError, ValueError):
-                    if httpx.get(f"{url}/healthz", timeout=2).json().get("status") == "ok":
-                        break
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{module} not ready after {timeout_s:.0f} s")
-                time.sleep(0.2)
-            yield url
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
 @contextlib.contextmanager
 def running_embedder(models_dir: Path, log: Path) -> Iterator[str]:
     """The embedder service on a free port, with the models in ``models_dir``; yields its URL."""
-    port = free_port()
-    env = {
-        "EMBEDDER_PORT": str(port),
-        "MODELS_DIR": str(models_dir.resolve()),
-        "EMBEDDER_LOG_LEVEL": "WARNING",
-    }
-    with running_service("embedder_service", port, env, log) as url:
-        yield url
+    with log.open("wb") as output, embedder_service(models_dir, output).running(timeout_s=180) as process:
+        yield process.url
 
 
 def _gallery_folder(lfw_dir: Path, limit: int | None, root: Path) -> tuple[Path, list[Path]]:
@@ -140,16 +94,11 @@ def measure(lfw_dir: Path, models_dir: Path, plan: HttpPlan) -> Section:
     ):
         work = Path(scratch)
         folder, photos = _gallery_folder(lfw_dir, plan.gallery_photos, work / "gallery")
-        port = free_port()
-        env = {
-            "SEARCH_PORT": str(port),
-            "DATA_DIR": str(work / "data"),
-            "EMBEDDER_URL": embedder_url,
-            "SEARCH_LOG_LEVEL": "WARNING",
-        }
-        with running_service("search_service", port, env, work / "search.log") as search_url:
-            ingest_row, ingest = _ingest(folder, search_url)
-            timing = _search_latency(search_url, evenly_spaced(photos, plan.queries))
+        search = search_service(str(work / "data"), embedder_url)
+        search.ready = reports_ok
+        with (work / "search.log").open("wb") as search.output, search.running(timeout_s=180):
+            ingest_row, ingest = _ingest(folder, search.url)
+            timing = _search_latency(search.url, evenly_spaced(photos, plan.queries))
     out.rows.append(ingest_row)
     out.rows.append(
         latency_row(
