@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tools.bench.gallery import SyntheticGallery, hold_out_queries
-from tools.bench.readme import END, START, SectionError, main, render, replace_section
+from tools.bench.readme import END, EVAL_END, EVAL_START, START, SectionError, main, render, replace_section
 from tools.bench.recall import exact_top_k, match_recall, recall_at_k
 from tools.bench.report import Comparison, Row, markdown, number, rows_from_json
 from tools.bench.timing import Timing, evenly_spaced, time_calls
@@ -184,12 +184,39 @@ def test_main_rewrites_a_readme_and_refuses_partial_runs(tmp_path: Path) -> None
     readme.write_text(f"intro\n{START}\n{END}\n")
     results = tmp_path / "bench.json"
     results.write_text(json.dumps(_document()))
-    assert main(["--json", str(results), "--readme", str(readme)]) == 0
+    no_eval = ["--eval-json", str(tmp_path / "no-eval.json")]
+    assert main(["--json", str(results), "--readme", str(readme), *no_eval]) == 0
     assert "embedded HNSW @ 1M" in readme.read_text()
     assert readme.read_text().startswith(f"intro\n{START}\nMeasured on 2030-01-02")
 
     results.write_text(json.dumps(_document() | {"mode": "quick", "complete": False}))
     before = readme.read_text()
-    assert main(["--json", str(results), "--readme", str(readme)]) == 2
+    assert main(["--json", str(results), "--readme", str(readme), *no_eval]) == 2
     assert readme.read_text() == before
-    assert main(["--json", str(results), "--readme", str(readme), "--allow-partial"]) == 0
+    assert main(["--json", str(results), "--readme", str(readme), "--allow-partial", *no_eval]) == 0
+
+
+def test_main_also_rewrites_the_accuracy_section(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{START}\n{END}\n## Accuracy\n{EVAL_START}\nold\n{EVAL_END}\n")
+    results = tmp_path / "bench.json"
+    results.write_text(json.dumps(_document()))
+    evaluation = tmp_path / "eval.json"
+    document = {
+        "date": "2030-01-03T00:00:00+00:00",
+        "command": "python -m tools.eval",
+        "protocol": "View 1",
+        "gallery": "lfw_dev",
+        "limit": None,
+        "onnxruntime": "1.0",
+        "machine": {"cores": 2, "platform": "Linux", "python": "3.11"},
+    }
+    evaluation.write_text(json.dumps(document))
+    evaluation.with_suffix(".md").write_text("| pipeline | accuracy |\n|---|---|\n| ours | 98.60 |\n")
+    assert main(["--json", str(results), "--readme", str(readme), "--eval-json", str(evaluation)]) == 0
+    text = readme.read_text()
+    assert "Measured on 2030-01-03 with `python -m tools.eval` (View 1" in text
+    assert "| ours | 98.60 |" in text and "old" not in text
+
+    evaluation.write_text(json.dumps(document | {"limit": 100}))
+    assert main(["--json", str(results), "--readme", str(readme), "--eval-json", str(evaluation)]) == 2
