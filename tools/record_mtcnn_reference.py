@@ -151,6 +151,18 @@ def _load_mtcnn_class() -> Any:
     return MTCNN
 
 
+def reference_mtcnn() -> Any:
+    """facenet-pytorch's MTCNN on the CPU, with the settings our detector reproduces."""
+    return _load_mtcnn_class()(
+        keep_all=True,
+        device=torch.device("cpu"),
+        post_process=False,
+        min_face_size=SETTINGS["min_face_size"],
+        thresholds=SETTINGS["thresholds"],
+        factor=SETTINGS["factor"],
+    )
+
+
 def load_rgb(path: Path) -> Image.Image:
     """The loading the parity test must repeat: EXIF orientation applied, then RGB (alpha dropped)."""
     with Image.open(path) as image:
@@ -164,14 +176,7 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(2)
-    mtcnn = _load_mtcnn_class()(
-        keep_all=True,
-        device=torch.device("cpu"),
-        post_process=False,
-        min_face_size=SETTINGS["min_face_size"],
-        thresholds=SETTINGS["thresholds"],
-        factor=SETTINGS["factor"],
-    )
+    mtcnn = reference_mtcnn()
     records: list[dict[str, Any]] = []
     for rel in IMAGES:
         image = load_rgb(args.data / rel)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from tools.record_mtcnn_reference import SETTINGS, _load_mtcnn_class, load_rgb
+from tools.record_mtcnn_reference import load_rgb, reference_mtcnn
 
 
 def main() -> None:
@@ -33,14 +33,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, torch.get_num_threads()])
     args = parser.parse_args()
 
-    mtcnn = _load_mtcnn_class()(
-        keep_all=True,
-        device=torch.device("cpu"),
-        post_process=False,
-        min_face_size=SETTINGS["min_face_size"],
-        thresholds=SETTINGS["thresholds"],
-        factor=SETTINGS["factor"],
-    )
+    mtcnn = reference_mtcnn()
     images = {str(path): load_rgb(path) for path in args.images}
     seconds: dict[int, dict[str, list[float]]] = {}
     for threads in dict.fromkeys(args.threads):
