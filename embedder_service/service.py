@@ -88,7 +88,7 @@ class EmbedderService:
 
     def models(self) -> ModelsResponse:
         spec = self.pipeline.encoder.spec
-        detector_providers = self.pipeline.detector.pnet.providers_in_use
+        detector_providers = self.pipeline.detector.providers_in_use
         infos = []
         for record in self.manifest.models:
             is_encoder = record.file == spec.file

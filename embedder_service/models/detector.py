@@ -143,7 +143,11 @@ def _resize_regions(
 
 
 def _suppression(
-    rows: np.ndarray, row_area: np.ndarray, cols: np.ndarray, col_area: np.ndarray, limit: np.float32,
+    rows: np.ndarray,
+    row_area: np.ndarray,
+    cols: np.ndarray,
+    col_area: np.ndarray,
+    limit: np.float32,
     min_mode: bool,
 ) -> np.ndarray:
     """(len(rows), len(cols)) booleans: does row box i suppress column box j.
@@ -254,6 +258,11 @@ class MtcnnDetector:
         self.pnet = OnnxModel(models_dir / "pnet.onnx", providers, intra_op_threads)
         self.rnet = OnnxModel(models_dir / "rnet.onnx", providers, intra_op_threads)
         self.onet = OnnxModel(models_dir / "onet.onnx", providers, intra_op_threads)
+
+    @property
+    def providers_in_use(self) -> list[str]:
+        """The three nets share one provider choice; P-Net's session reports it."""
+        return self.pnet.providers_in_use
 
     def detect(
         self,

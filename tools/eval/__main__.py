@@ -17,6 +17,7 @@ from pathlib import Path
 
 from embedder_service.settings import EmbedderSettings
 from facesearch_common.logging import configure_logging
+from tools.bench.timing import evenly_spaced
 from tools.eval.embedding import (
     ALL_VARIANTS,
     OurPipeline,
@@ -93,11 +94,6 @@ def load_splits(args: argparse.Namespace) -> tuple[list[Split], str]:
         folds = limited(read_pairs(args.pairs))
         return ten_fold_splits(folds), f"{len(folds)}-fold"
     return dev_split(limited(read_pairs(args.pairs_train)), limited(read_pairs(args.pairs_test))), "View 1"
-
-
-def evenly_spaced(items: Sequence[Path], count: int) -> list[Path]:
-    step = max(1, len(items) // max(1, count))
-    return list(items[::step][:count])
 
 
 def load_embedders(
