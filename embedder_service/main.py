@@ -19,16 +19,26 @@ from facesearch_common.upload_limit import UploadLimitMiddleware
 log = structlog.get_logger(__name__)
 
 
-def create_app(settings: EmbedderSettings | None = None) -> FastAPI:
+def create_app(settings: EmbedderSettings | None = None, service: EmbedderService | None = None) -> FastAPI:
+    """The embedder app; ``service`` replaces the one built at start-up from ``settings.models_dir``.
+
+    An injected service brings its own settings, which then also size the upload limits.
+    """
+    if service is not None:
+        if settings is not None and settings != service.settings:
+            raise ValueError("create_app: pass the settings or a service built with them, not both")
+        settings = service.settings
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.log_json)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        service = await run_in_threadpool(EmbedderService, settings)
-        await run_in_threadpool(service.warm_up)
-        app.state.service = service
-        log.info("embedder ready", models_dir=str(settings.models_dir), providers=service.providers())
+        ready = (
+            service if service is not None else await run_in_threadpool(EmbedderService.from_models, settings)
+        )
+        await run_in_threadpool(ready.warm_up)
+        app.state.service = ready
+        log.info("embedder ready", models_dir=str(settings.models_dir), providers=ready.providers())
         yield
 
     app = FastAPI(

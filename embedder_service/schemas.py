@@ -20,9 +20,16 @@ class ImageFaces(BaseModel):
     faces: list[FaceOut]
 
 
+MATCH_THRESHOLD = (
+    "cosine similarity of two embeddings from which they are the same person, calibrated for this"
+    " model and recorded with it in the model manifest"
+)
+
+
 class FacesResponse(BaseModel):
     model: str = Field(description="embedding model that produced the vectors")
     dimension: int
+    match_threshold: float = Field(description=MATCH_THRESHOLD)
     images: list[ImageFaces] = Field(description="one entry per uploaded image, in upload order")
 
 
@@ -35,12 +42,14 @@ class ModelInfo(BaseModel):
     source_package: str
     source_version: str
     dimension: int | None = None
+    match_threshold: float | None = Field(default=None, description=f"{MATCH_THRESHOLD} (encoders only)")
     providers: list[str] = Field(description="execution providers the session actually runs on")
 
 
 class ModelsResponse(BaseModel):
     embedding_model: str
     embedding_dimension: int
+    match_threshold: float = Field(description=MATCH_THRESHOLD)
     alignment: str
     flip_augment: bool
     models: list[ModelInfo]

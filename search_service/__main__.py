@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uvicorn
 
-from search_service.main import app
+from search_service.main import create_app
 from search_service.settings import get_settings
 
 
@@ -13,11 +13,11 @@ def main() -> None:
     print(
         f"facesearch search service on http://{settings.host}:{settings.port} (API docs at /docs); "
         f"data in {settings.data_dir.resolve()}; index: {settings.index_backend}; "
-        f"embedder at {settings.embedder_url}",
+        f"embedder at {settings.embedder.url}",
         flush=True,
     )
     # log_config=None: keep the structlog setup create_app() installed.
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None)
 
 
 if __name__ == "__main__":

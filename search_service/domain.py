@@ -1,20 +1,26 @@
-"""Plain records passed between the embedder client, the services and the store."""
+"""Plain records passed between the layers: embedder client, video pipeline, services, storage, index.
+
+Everything here is data: no I/O, no HTTP, no imports from the rest of the service. Every other
+module may import this one; it imports none of them.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from search_service.index.base import Source
-
 Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels of the (EXIF-rotated) image
 TimeRange = tuple[float, float]  # start, end in seconds from the start of a video
+Source = Literal["image", "video"]
+SOURCES: tuple[Source, ...] = ("image", "video")
 JobState = Literal["queued", "running", "done", "failed", "cancelled"]
 JOB_STATES: tuple[JobState, ...] = ("queued", "running", "done", "failed", "cancelled")
 UNFINISHED_STATES: tuple[JobState, ...] = ("queued", "running")
+FINISHED_STATES: tuple[JobState, ...] = ("done", "failed", "cancelled")
 
 
 @dataclass(frozen=True)
@@ -34,8 +40,23 @@ class DetectedImage:
 
 @dataclass(frozen=True)
 class EmbeddingModel:
+    """Which model made a set of vectors: vectors of different models must never be compared."""
+
     name: str
     dimension: int
+
+
+@dataclass(frozen=True)
+class Detection:
+    """The embedder's answer for a batch of images: the faces, and the model that embedded them.
+
+    ``match_threshold`` is the cosine similarity at which that model calls two faces one person,
+    as calibrated for it (it travels with the model, since another model needs another threshold).
+    """
+
+    model: EmbeddingModel
+    match_threshold: float
+    images: list[DetectedImage]
 
 
 @dataclass(frozen=True)
@@ -174,3 +195,149 @@ class CollectionStats:
     images: int
     videos: int
     faces: int
+
+
+@dataclass(frozen=True)
+class FaceBatch:
+    """Faces to index, column-wise so that millions can be loaded without one object per face.
+
+    ``vectors`` are float32 and L2-normalised, so inner product is cosine similarity.
+    """
+
+    face_ids: np.ndarray
+    media_ids: np.ndarray
+    sources: Sequence[Source]
+    collections: Sequence[str]
+    vectors: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = len(self.face_ids)
+        if not (len(self.media_ids) == len(self.sources) == len(self.collections) == len(self.vectors) == n):
+            raise ValueError("FaceBatch columns differ in length")
+        if self.vectors.ndim != 2:
+            raise ValueError(f"vectors must be (n, d), got shape {self.vectors.shape}")
+
+    def __len__(self) -> int:
+        return len(self.face_ids)
+
+    @property
+    def dimension(self) -> int:
+        return int(self.vectors.shape[1])
+
+
+@dataclass(frozen=True)
+class PersonVectors:
+    """The stored vectors of one person in a video (rows), and the start second of each one's track."""
+
+    track_starts: np.ndarray
+    vectors: np.ndarray
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    image: ImageRecord
+    duplicate: bool  # the collection already held these bytes
+
+
+# -- video analysis: what the video pipeline produces and storage keeps ---------------------------
+
+
+@dataclass(frozen=True)
+class FaceObservation:
+    """One face as the detector/embedder reports it, in pixels of the frame it was found in."""
+
+    box: Box
+    score: float  # detection confidence
+    # (5, 2) x, y: image-left eye, image-right eye, nose, mouth left, mouth right; None if not given
+    landmarks: np.ndarray | None
+    embedding: np.ndarray  # (D,) L2-normalised
+
+
+@dataclass(frozen=True)
+class Track:
+    """One person's continuous appearance in a video, summarised."""
+
+    index: int  # tracks numbered by start time within the video
+    start: float  # seconds: the first sample with the face
+    end: float  # seconds: the last sample with the face plus half a sample interval
+    faces: int  # observations linked into the track
+    best_time: float  # seconds: the sample with the best face
+    best_box: Box  # the best face's box at best_time, in source pixels
+    best_quality: float  # see video.tracker.face_quality
+    best_score: float  # detection confidence of the best face
+    thumbnail_jpeg: bytes  # the best face with a margin; empty if its box lies outside the frame
+    representatives: np.ndarray  # (k, D), 1 <= k <= max_representatives, actual face embeddings
+    mean_embedding: np.ndarray  # (D,) mean of the track's embeddings, L2-normalised
+
+
+@dataclass(frozen=True)
+class Person:
+    """Tracks of one video judged to be one person."""
+
+    index: int  # people numbered by first appearance within the video
+    time_ranges: list[TimeRange]  # sorted, disjoint
+    tracks: list[Track]
+
+    @property
+    def best_track(self) -> Track:
+        return max(self.tracks, key=lambda t: t.best_quality)
+
+
+@dataclass(frozen=True)
+class StageTimings:
+    """Wall seconds per stage; total also covers the probe and callbacks."""
+
+    decode: float  # demux, decode, RGB conversion (and downscaling) of sampled frames
+    detect_embed: float  # inside detect_and_embed
+    tracking: float  # linking, face quality, thumbnails, representatives, grouping
+    total: float
+
+
+@dataclass(frozen=True)
+class VideoAnalysis:
+    duration: float  # seconds (0.0 when the container does not say)
+    fps: float
+    width: int  # display orientation, source pixels (boxes are in these coordinates)
+    height: int
+    sample_fps: float
+    frames_sampled: int
+    faces_seen: int  # face observations over all sampled frames
+    people: list[Person]
+    timings: StageTimings
+
+    @property
+    def tracks(self) -> list[Track]:
+        return sorted((t for p in self.people for t in p.tracks), key=lambda t: t.index)
+
+
+# -- search ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    k: int
+    threshold: float | None  # None: the embedding model's calibrated threshold
+    collection: str | None
+    source: Source | None  # None: photos and videos
+
+
+@dataclass(frozen=True)
+class RankedHit:
+    score: float  # cosine similarity
+    match: bool  # score reaches the threshold
+    where: HitSource  # the best-scoring face; videos: of the best-matching person
+    time_ranges: list[TimeRange] | None  # videos: every range of the matched people, merged
+    range_scores: list[float] | None  # videos: per time range, the query's best similarity
+
+
+@dataclass(frozen=True)
+class QueryFaceResult:
+    box: Box
+    score: float  # detection confidence in the query photo
+    hits: list[RankedHit]
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    threshold: float  # the match threshold applied
+    faces: list[QueryFaceResult]

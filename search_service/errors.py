@@ -1,44 +1,61 @@
-"""Errors the services raise, each carrying the HTTP status and message the client gets.
+"""What can go wrong, in the service's own terms: no HTTP here.
 
-One exception handler (in ``main``) turns them into FastAPI's error shape, ``{"detail": ...}``.
+Services, storage, the index and the embedder client raise these; the API maps each to an HTTP
+status in one place (``search_service.api.errors``), and clients get ``{"detail": message}``.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 
 class ServiceError(Exception):
-    status_code = 500
+    """Base of every expected failure; ``detail`` is shown to the client as is."""
 
-    def __init__(self, detail: str, status_code: int | None = None) -> None:
+    def __init__(self, detail: str) -> None:
         super().__init__(detail)
         self.detail = detail
-        if status_code is not None:
-            self.status_code = status_code
 
 
 class NotFoundError(ServiceError):
-    status_code = 404
+    """No such image, video, track or job."""
+
+
+class ConflictError(ServiceError):
+    """The request contradicts the current state (say, cancelling a job that has ended)."""
 
 
 class NoFaceError(ServiceError):
-    status_code = 422
+    """A query photo in which no face was found."""
 
 
 class UploadTooLargeError(ServiceError):
-    status_code = 413
+    """An upload over a configured size limit."""
 
 
 class ModelMismatchError(ServiceError):
-    status_code = 409
+    """Vectors of one embedding model offered to a store that holds another model's."""
+
+
+# Why the embedder refused an upload: the relayed verdict on the upload itself.
+RejectionReason = Literal["unreadable", "too_large", "unsupported", "invalid"]
 
 
 class EmbedderRejectedError(ServiceError):
     """The embedder refused an upload (not an image, truncated, too large...): the client's fault."""
 
+    def __init__(self, detail: str, reason: RejectionReason) -> None:
+        super().__init__(detail)
+        self.reason: RejectionReason = reason
+
 
 class EmbedderUnavailableError(ServiceError):
-    status_code = 503
+    """The embedder cannot be reached or keeps failing: worth retrying later."""
 
 
 class EmbedderProtocolError(ServiceError):
-    status_code = 502
+    """The embedder answered something this service does not understand."""
+
+
+class IndexUnavailableError(ServiceError):
+    """The vector index backend cannot be reached or refused the request."""

@@ -23,7 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import tenacity
 from tqdm import tqdm
+
+from facesearch_common.retry import backoff
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 # The server's verdicts on the photos themselves: retrying cannot help.
@@ -90,6 +93,10 @@ class _RequestFailed(Exception):
     pass
 
 
+class _ServerError(Exception):
+    """A 5xx answer: the server may be restarting."""
+
+
 class Ingester:
     def __init__(
         self, client: httpx.AsyncClient, root: Path, collection: str, retries: int, progress: tqdm
@@ -103,17 +110,23 @@ class Ingester:
 
     async def _call(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         """Send, riding out connection errors and 5xx (a restarting server) with backoff."""
-        for attempt in range(self.retries + 1):
-            try:
-                response = await self.client.request(method, url, **kwargs)
-                if response.status_code < 500:
+        policy = backoff(
+            f"{method} {url}",
+            retries=self.retries,
+            backoff_s=0.5,
+            retry_on=(httpx.TransportError, _ServerError),
+        )
+        try:
+            async for attempt in tenacity.AsyncRetrying(**policy):
+                with attempt:
+                    response = await self.client.request(method, url, **kwargs)
+                    if response.status_code >= 500:
+                        raise _ServerError(f"HTTP {response.status_code}: {_detail(response)}")
                     return response
-                problem = f"HTTP {response.status_code}: {_detail(response)}"
-            except httpx.TransportError as error:
-                problem = f"{type(error).__name__}: {error}"
-            if attempt < self.retries:
-                await asyncio.sleep(min(0.5 * 2**attempt, 10.0))
-        raise _RequestFailed(f"gave up after {self.retries + 1} attempts: {problem}")
+        except (httpx.TransportError, _ServerError) as error:
+            problem = f"{type(error).__name__}: {error}"
+            raise _RequestFailed(f"gave up after {self.retries + 1} attempts: {problem}") from error
+        raise AssertionError("unreachable: tenacity either returns or re-raises")
 
     async def run_batch(self, paths: Sequence[Path]) -> None:
         try:

@@ -1,4 +1,4 @@
-"""The search service's FastAPI application: ``create_app()``, and ``app`` for uvicorn."""
+"""The search service's FastAPI application factory (``uvicorn search_service.main:create_app --factory``)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import structlog
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 
 from facesearch_common.logging import configure_logging
 from facesearch_common.metrics import instrument
 from facesearch_common.upload_limit import UploadLimitMiddleware
 from search_service.api import collections, health, images, jobs, search, videos
-from search_service.errors import ServiceError
+from search_service.api.errors import install_error_handlers
 from search_service.services.container import Services
 from search_service.settings import SearchSettings, get_settings
 
@@ -31,11 +30,6 @@ match flag. Errors are JSON `{"detail": ...}`.
 """
 
 
-async def _service_error(_: Request, error: Exception) -> JSONResponse:
-    assert isinstance(error, ServiceError)
-    return JSONResponse({"detail": error.detail}, status_code=error.status_code)
-
-
 def create_app(settings: SearchSettings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.log_json)
@@ -49,7 +43,7 @@ def create_app(settings: SearchSettings | None = None) -> FastAPI:
             data_dir=str(settings.data_dir.resolve()),
             index=settings.index_backend,
             faces=services.index.count(),
-            embedder=settings.embedder_url,
+            embedder=settings.embedder.url,
         )
         try:
             yield
@@ -58,19 +52,17 @@ def create_app(settings: SearchSettings | None = None) -> FastAPI:
             log.info("search service stopped")
 
     app = FastAPI(title="facesearch", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
-    app.add_exception_handler(ServiceError, _service_error)
+    install_error_handlers(app)
+    uploads = settings.uploads
     app.add_middleware(
         UploadLimitMiddleware,
         limits={
-            "/images": settings.max_request_bytes,
-            "/search": settings.max_image_bytes + _MULTIPART_OVERHEAD,
-            "/videos": settings.max_video_bytes + _MULTIPART_OVERHEAD,
+            "/images": uploads.max_request_bytes,
+            "/search": uploads.max_image_bytes + _MULTIPART_OVERHEAD,
+            "/videos": uploads.max_video_bytes + _MULTIPART_OVERHEAD,
         },
     )
     instrument(app)
     for module in (images, videos, jobs, search, collections, health):
         app.include_router(module.router)
     return app
-
-
-app = create_app()

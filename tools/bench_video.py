@@ -18,8 +18,9 @@ from pathlib import Path
 
 import av
 
-from search_service.embedder_client import EmbedderClient
-from search_service.services.videos import FrameEmbedder, analyse_video
+from search_service.clients.embedder import EmbedderClient
+from search_service.services.frames import FrameEmbedder
+from search_service.services.videos import analyse_video
 from search_service.settings import SearchSettings
 from search_service.video import sample_frames
 
@@ -44,18 +45,19 @@ class VideoBench:
 
 
 def bench_clip(path: Path, settings: SearchSettings) -> VideoBench:
-    """Analyse ``path`` once (after one warm-up batch) with the embedder at ``settings.embedder_url``."""
+    """Analyse ``path`` once (after one warm-up batch) with the embedder at ``settings.embedder.url``."""
     return asyncio.run(_bench(path, settings))
 
 
 async def _bench(path: Path, settings: SearchSettings) -> VideoBench:
-    client = EmbedderClient(settings)
+    video = settings.video
+    client = EmbedderClient(settings.embedder)
     try:
-        frames = FrameEmbedder(client, asyncio.get_running_loop(), settings)
-        first = next(iter(sample_frames(path, settings.video_sample_fps, max_side=settings.video_max_side)))
+        frames = FrameEmbedder(client, asyncio.get_running_loop(), video)
+        first = next(iter(sample_frames(path, video.sample_fps, max_side=video.max_side)))
         await asyncio.to_thread(frames, [first.image_rgb])  # model warm-up, not measured
         started = time.perf_counter()
-        analysis = await asyncio.to_thread(analyse_video, path, frames, settings)
+        analysis = await asyncio.to_thread(analyse_video, path, frames, video)
         wall = time.perf_counter() - started
     finally:
         await client.aclose()
@@ -73,9 +75,9 @@ async def _bench(path: Path, settings: SearchSettings) -> VideoBench:
         decode_s=timings.decode,
         detect_embed_s=timings.detect_embed,
         tracking_s=timings.tracking,
-        sample_fps=settings.video_sample_fps,
-        detect_side=settings.video_detect_side,
-        max_side=settings.video_max_side,
+        sample_fps=video.sample_fps,
+        detect_side=video.detect_side,
+        max_side=video.max_side,
     )
 
 
@@ -106,16 +108,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--detect-side", type=int, help="override SEARCH_VIDEO_DETECT_SIDE")
     parser.add_argument("--sample-fps", type=float, help="override SEARCH_VIDEO_SAMPLE_FPS")
     args = parser.parse_args(argv)
-    overrides = {
+    settings = SearchSettings()
+    embedder = {"url": args.embedder_url} if args.embedder_url else {}
+    video = {
         name: value
-        for name, value in (
-            ("embedder_url", args.embedder_url),
-            ("video_detect_side", args.detect_side),
-            ("video_sample_fps", args.sample_fps),
-        )
+        for name, value in (("detect_side", args.detect_side), ("sample_fps", args.sample_fps))
         if value is not None
     }
-    settings = SearchSettings(**overrides)
+    settings = settings.model_copy(
+        update={
+            "embedder": settings.embedder.model_copy(update=embedder),
+            "video": settings.video.model_copy(update=video),
+        }
+    )
     print("clip, size, seconds of video per wall second, wall s: decode / detect+embed / tracking")
     for clip in args.clips:
         result = bench_clip(clip, settings)

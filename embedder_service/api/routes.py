@@ -9,7 +9,6 @@ from starlette.concurrency import run_in_threadpool
 
 from embedder_service.api.deps import ServiceDep
 from embedder_service.imaging import ImageError
-from embedder_service.models.pipeline import DetectionOptions
 from embedder_service.schemas import FacesResponse, Health, ModelsResponse
 
 router = APIRouter()
@@ -23,17 +22,37 @@ ERRORS: dict[int | str, dict[str, str]] = {
 }
 
 
+def _default(setting: str) -> str:
+    return f"default: the service's settings ({setting})"
+
+
 @router.post("/faces", response_model=FacesResponse, responses=ERRORS, tags=["faces"])
 async def faces(
     service: ServiceDep,
     image: Annotated[list[UploadFile], File(description="one or more images (repeat the field)")],
-    min_face_size: Annotated[int, Query(ge=8, le=4096, description="smallest face, pixels")] = 20,
-    threshold: Annotated[float, Query(gt=0, lt=1, description="O-Net face probability cut-off")] = 0.7,
-    max_faces: Annotated[int | None, Query(ge=1, le=1000, description="keep the N most probable")] = None,
+    min_face_size: Annotated[
+        int | None,
+        Query(ge=8, le=4096, description=f"smallest face, pixels; {_default('EMBEDDER_MIN_FACE_SIZE')}"),
+    ] = None,
+    threshold: Annotated[
+        float | None,
+        Query(
+            gt=0,
+            lt=1,
+            description=f"O-Net face probability cut-off; {_default('EMBEDDER_DETECTION_THRESHOLD')}",
+        ),
+    ] = None,
+    max_faces: Annotated[
+        int | None,
+        Query(ge=1, le=1000, description=f"keep the N most probable; {_default('EMBEDDER_MAX_FACES')}"),
+    ] = None,
     embeddings: Annotated[bool, Query(description="return embeddings")] = True,
     landmarks: Annotated[bool, Query(description="return the 5 landmarks")] = True,
 ) -> FacesResponse:
-    """Detects every face in each uploaded image and returns boxes, landmarks and embeddings."""
+    """Detects every face in each uploaded image and returns boxes, landmarks and embeddings.
+
+    The answer names the embedding model, its dimension and its calibrated match threshold.
+    """
     settings = service.settings
     if len(image) > settings.max_images_per_request:
         raise HTTPException(
@@ -47,22 +66,16 @@ async def faces(
                 413, f"image {index} ({upload.filename}) is over the {settings.max_upload_bytes}-byte limit"
             )
         uploads.append((upload.filename or "upload", data))
-    options = DetectionOptions(
-        min_face_size=min_face_size,
-        threshold=threshold,
-        max_faces=max_faces if max_faces is not None else settings.max_faces,
-    )
+    options = service.detection_options(min_face_size, threshold, max_faces)
     try:
-        results = await run_in_threadpool(service.faces, uploads, options, embeddings, landmarks)
+        return await run_in_threadpool(service.faces, uploads, options, embeddings, landmarks)
     except ImageError as error:
         raise HTTPException(error.status_code, str(error)) from None
-    spec = service.pipeline.encoder.spec
-    return FacesResponse(model=spec.name, dimension=spec.dimension, images=results)
 
 
 @router.get("/models", response_model=ModelsResponse, tags=["models"])
 def models(service: ServiceDep) -> ModelsResponse:
-    """The models in use: name, dimension, version, checksum, source, execution providers."""
+    """The models in use: name, dimension, match threshold, version, checksum, source, providers."""
     return service.models()
 
 

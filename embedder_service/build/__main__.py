@@ -8,9 +8,13 @@ onnx are needed; nothing is downloaded at run time.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
+from typing import IO, Any
 
 import onnx
 
@@ -24,20 +28,29 @@ from embedder_service.build.dlib_resnet import (
 from embedder_service.build.mtcnn_nets import build_mtcnn_nets, locate_mtcnn_weights
 from embedder_service.models.encoder import EncoderSpec
 from embedder_service.models.manifest import MANIFEST_NAME, Manifest, ModelRecord, Task, sha256_of
+from facesearch_common.files import atomic_writer
 
-# Where MTCNN's five landmarks sit, on average, in dlib's 150 px chip (padding 0.25), measured
-# on 38 faces (DESIGN.md). Mapping them there reproduces dlib's own chips closely enough that
-# the ResNet sees the crops it was trained on.
+# MTCNN's landmarks mapped where dlib's own chips put them (docs/decisions/embedder.md).
 DLIB_CHIP_TEMPLATE = [(47.74, 45.37), (101.23, 44.99), (74.34, 79.79), (50.40, 101.76), (97.68, 101.50)]
+# Cosine cut-off calibrated by `make eval` on LFW View 1 (docs/decisions/embedder.md).
+DLIB_MATCH_THRESHOLD = 0.91
 BUILD_VERSION = "1"
+
+
+@contextmanager
+def _output(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
+    """A build output, written atomically: a crash never leaves a torn model or manifest."""
+    with atomic_writer(path, mode) as file:
+        # Readable by all, as before: the writer's temporary file starts private (0600).
+        os.fchmod(file.fileno(), 0o644)
+        yield file
 
 
 def _write(
     model: onnx.ModelProto, path: Path, name: str, task: Task, package: str, source_file: str
 ) -> ModelRecord:
-    temporary = path.with_suffix(".onnx.tmp")
-    onnx.save(model, str(temporary))
-    temporary.replace(path)
+    with _output(path) as file:
+        onnx.save(model, file)
     return ModelRecord(
         name=name,
         task=task,
@@ -84,9 +97,11 @@ def build_all(models_dir: Path) -> Manifest:
         scale=(INPUT_SCALE, INPUT_SCALE, INPUT_SCALE),
         channel_order="RGB",
         landmark_template=DLIB_CHIP_TEMPLATE,
+        match_threshold=DLIB_MATCH_THRESHOLD,
     )
     manifest = Manifest(models=records, encoders=[encoder])
-    (models_dir / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2) + "\n")
+    with _output(models_dir / MANIFEST_NAME, "w") as file:
+        file.write(manifest.model_dump_json(indent=2) + "\n")
     return manifest
 
 

@@ -117,8 +117,11 @@ class _GraphWriter:
         self.nodes.append(
             helper.make_node(
                 "Gemm",
-                [x, self._param(f"{layer}.weight", self.weights[f"{layer}.weight"]),
-                 self._param(f"{layer}.bias", self.weights[f"{layer}.bias"])],
+                [
+                    x,
+                    self._param(f"{layer}.weight", self.weights[f"{layer}.weight"]),
+                    self._param(f"{layer}.bias", self.weights[f"{layer}.bias"]),
+                ],
                 [out],
                 name=layer,
                 transB=1,

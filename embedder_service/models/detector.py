@@ -1,17 +1,9 @@
 """MTCNN face detector on three ONNX graphs, reproducing facenet-pytorch's ``detect_face``.
 
 Parity with facenet-pytorch (the reference recorded in tests/embedder/data) needs its exact
-choices, which differ from the original MTCNN paper code in places:
-
-- pyramid scales 12/min_face_size * 0.709^k while the short side stays >= 12 px, each
-  level sized int(side * scale + 1) and resized with torch's "area" interpolation
-  (adaptive average pooling: output pixel i averages input [floor(i*n/m), ceil((i+1)*n/m)));
-- the R-/O-Net crops are the part of the box inside the image (no zero padding), resized
-  to 24/48 px with the same "area" interpolation, so a box cut by the border is squeezed;
-- thresholds compare float32 scores in float32: P-Net ``>=``, R-/O-Net ``>``;
-- NMS: IoU without the +1 pixel convention (torchvision) at 0.5 per scale, 0.7 across
-  scales and after R-Net; after O-Net, facenet-pytorch's own "Min" overlap with +1 areas;
-- box regression: first stage scales offsets by (x2 - x1), later stages by (x2 - x1 + 1).
+choices of pyramid, crops, float32 comparisons, NMS flavours and box regression, which differ
+from the original MTCNN code in places; each is listed, with the agreement measured, in
+docs/decisions/embedder.md, and stated again where the code makes it.
 
 Every resize reads one integral image (summed-area table) of the photo, so a window sum
 is a few look-ups and no pixel is summed twice, whatever the scale; the crops of a stage
@@ -31,6 +23,10 @@ import numpy as np
 from embedder_service.models.base import OnnxModel
 
 PNET_CELL = 12  # P-Net's receptive field: the smallest face a pyramid level can find
+# facenet-pytorch's defaults, which the parity reference was recorded with; the service always
+# passes its own (EmbedderSettings), keeping only the P- and R-Net cut-offs.
+REFERENCE_MIN_FACE_SIZE = 20
+REFERENCE_THRESHOLDS = (0.6, 0.7, 0.7)  # P-, R-, O-Net
 PYRAMID_FACTOR = 0.709
 NMS_PER_SCALE = 0.5
 NMS_ACROSS = 0.7
@@ -252,7 +248,7 @@ def _regress(boxes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 
 
 class MtcnnDetector:
-    """Finds faces, with 5 landmarks each, in RGB photos; see the module docstring for parity."""
+    """Finds faces, with 5 landmarks each, in RGB photos, as facenet-pytorch's MTCNN does."""
 
     def __init__(self, models_dir: Path, providers: Sequence[str], intra_op_threads: int = 0) -> None:
         self.pnet = OnnxModel(models_dir / "pnet.onnx", providers, intra_op_threads)
@@ -267,8 +263,8 @@ class MtcnnDetector:
     def detect(
         self,
         image: np.ndarray,  # HxWx3 uint8 RGB (grey HxW or HxWx1 and RGBA are accepted too)
-        min_face_size: int = 20,
-        thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
+        min_face_size: int = REFERENCE_MIN_FACE_SIZE,
+        thresholds: tuple[float, float, float] = REFERENCE_THRESHOLDS,
         max_faces: int | None = None,
     ) -> list[Detection]:
         """Faces sorted by score, highest first; at most ``max_faces`` of them when given."""
@@ -296,7 +292,7 @@ class MtcnnDetector:
             out_h, out_w = int(height * scale + 1), int(width * scale + 1)
             reg, prob = self.pnet.run(_resize_image(table, out_h, out_w))
             face = prob[0, 1]
-            ys, xs = np.nonzero(face >= np.float32(threshold))
+            ys, xs = np.nonzero(face >= np.float32(threshold))  # float32 ">=", as the reference
             if ys.size:
                 scores = face[ys, xs]
                 corner = np.stack([xs, ys], axis=1).astype(np.float32) * np.float32(2)
@@ -344,7 +340,7 @@ class MtcnnDetector:
             return np.empty((0, 4), np.float32)
         reg, prob = self.rnet.run(crops)
         score = prob[:, 1]
-        passed = np.flatnonzero(score > np.float32(threshold))
+        passed = np.flatnonzero(score > np.float32(threshold))  # float32 ">", as the reference
         boxes, score, reg = boxes[valid[passed]], score[passed], reg[passed]
         keep = _nms_iou(boxes, score, NMS_ACROSS)
         return _square(_regress(boxes[keep], reg[keep]))

@@ -1,8 +1,9 @@
 """Face encoder: aligned chips in, L2-normalised embeddings out, for any ONNX face model.
 
 A model is described by an :class:`EncoderSpec` (input size, normalisation, dimension,
-landmark template), read from the model manifest, so a FaceNet-512 or ArcFace export plugs
-in by adding an entry there; dlib's ResNet is the default because its weights install here.
+landmark template, match threshold), read from the model manifest, so a FaceNet-512 or ArcFace
+export plugs in by adding an entry there; dlib's ResNet is the default because its weights install
+from PyPI (docs/decisions/embedder.md).
 """
 
 from __future__ import annotations
@@ -28,6 +29,13 @@ class EncoderSpec(BaseModel):
     # Where the 5 detector landmarks (left eye, right eye, nose, mouth left, mouth right; image
     # left/right) should land in the chip, in chip pixels.
     landmark_template: list[tuple[float, float]] = Field(min_length=5, max_length=5)
+    # Calibrated with the service's default alignment and flip averaging; no default, so that a
+    # manifest written before the threshold travelled with the model fails to load.
+    match_threshold: float = Field(
+        ge=-1,
+        le=1,
+        description="cosine similarity from which two of this encoder's embeddings are the same person",
+    )
 
 
 class FaceEncoder(OnnxModel):

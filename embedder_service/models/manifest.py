@@ -6,12 +6,16 @@ import hashlib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from embedder_service.models.encoder import EncoderSpec
 
 MANIFEST_NAME = "manifest.json"
 Task = Literal["detection", "recognition"]
+
+
+class ManifestError(ValueError):
+    """A model manifest that cannot be used: written by an older build, or damaged."""
 
 
 class ModelRecord(BaseModel):
@@ -52,4 +56,19 @@ def load_manifest(models_dir: Path) -> Manifest:
     path = models_dir / MANIFEST_NAME
     if not path.is_file():
         raise FileNotFoundError(f"no model manifest at {path}: run `make models` first")
-    return Manifest.model_validate_json(path.read_text())
+    try:
+        return Manifest.model_validate_json(path.read_text())
+    except ValidationError as error:
+        problems = error.errors()
+        if all(problem["type"] == "missing" for problem in problems):
+            lacking = ", ".join(sorted({str(problem["loc"][-1]) for problem in problems}))
+            raise ManifestError(
+                f"the model manifest at {path} was written by an older `make models` (it lacks {lacking}):"
+                " rerun `make models`"
+            ) from None
+        summary = "; ".join(
+            f"{'.'.join(map(str, problem['loc'])) or 'file'}: {problem['msg']}" for problem in problems[:3]
+        )
+        raise ManifestError(
+            f"the model manifest at {path} is invalid ({summary}): rerun `make models`"
+        ) from None

@@ -6,20 +6,38 @@ import itertools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from embedder_service.models.aligner import FaceAligner
-from embedder_service.models.detector import Detection, MtcnnDetector
+from embedder_service.models.detector import REFERENCE_THRESHOLDS, Detection
 from embedder_service.models.encoder import FaceEncoder
 from embedder_service.telemetry import MODEL_SECONDS
 
 
 @dataclass(frozen=True)
 class DetectionOptions:
-    min_face_size: int = 20
-    threshold: float = 0.7
-    max_faces: int | None = None
+    """One request's detection parameters; the service fills them from its settings."""
+
+    min_face_size: int
+    threshold: float  # O-Net face probability cut-off
+    max_faces: int | None = None  # None: every face found
+
+
+class FaceDetector(Protocol):
+    """What the pipeline needs of a detector: :class:`MtcnnDetector`, or a test's stand-in."""
+
+    @property
+    def providers_in_use(self) -> list[str]: ...
+
+    def detect(
+        self,
+        image: np.ndarray,
+        min_face_size: int,
+        thresholds: tuple[float, float, float],
+        max_faces: int | None = None,
+    ) -> list[Detection]: ...
 
 
 @dataclass
@@ -30,7 +48,7 @@ class Face:
 
 class FacePipeline:
     def __init__(
-        self, detector: MtcnnDetector, aligner: FaceAligner, encoder: FaceEncoder, flip_augment: bool
+        self, detector: FaceDetector, aligner: FaceAligner, encoder: FaceEncoder, flip_augment: bool
     ) -> None:
         self.detector = detector
         self.aligner = aligner
@@ -44,7 +62,7 @@ class FacePipeline:
         detections = self.detector.detect(
             image,
             min_face_size=options.min_face_size,
-            thresholds=(0.6, 0.7, options.threshold),
+            thresholds=(REFERENCE_THRESHOLDS[0], REFERENCE_THRESHOLDS[1], options.threshold),
             max_faces=options.max_faces,
         )
         MODEL_SECONDS.labels("mtcnn").observe(time.perf_counter() - started)

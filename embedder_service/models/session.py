@@ -35,8 +35,8 @@ def create_session(
 ) -> ort.InferenceSession:
     """Open one model with the preferred providers.
 
-    Spinning worker threads are disabled: on small hosts they compete with the other
-    sessions and with OpenBLAS, which measured 2-10x slower end to end (DESIGN.md).
+    Spinning worker threads are off: on small hosts they starve the other sessions
+    (measured 3-5x slower per photo: docs/decisions/embedder.md).
     """
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

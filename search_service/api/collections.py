@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from starlette.concurrency import run_in_threadpool
 
 from search_service.api.deps import ServicesDep
-from search_service.schemas import CollectionInfo, CollectionList
+from search_service.api.schemas import CollectionInfo, CollectionList
 
 router = APIRouter(tags=["collections"])
 
 
 @router.get("/collections", response_model=CollectionList, summary="Collections with their counts")
 async def list_collections(services: ServicesDep) -> CollectionList:
-    stats = await run_in_threadpool(services.store.collections)
+    stats = await services.collections()
     return CollectionList(collections=[CollectionInfo.model_validate(entry) for entry in stats])

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 
 from search_service.api.deps import ServicesDep
-from search_service.schemas import EmbedderStatus, Health, IndexStatus
+from search_service.api.schemas import EmbedderStatus, Health, IndexStatus
 
 router = APIRouter(tags=["ops"])
 
@@ -21,8 +20,9 @@ router = APIRouter(tags=["ops"])
 async def healthz(services: ServicesDep) -> Health | JSONResponse:
     """200 while the index serves, even with the embedder down (`status: degraded`): stored
     data stays readable and a restart would not help. 503 when the index cannot serve."""
-    index = await run_in_threadpool(services.index.health)
-    model, problem = await services.embedder.health()
+    index = await services.index_health()
+    embedder = await services.embedder.status()
+    model = embedder.model
     health = Health(
         status="down" if not index.ok else "degraded" if model is None else "ok",
         index=IndexStatus(backend=index.backend, ok=index.ok, faces=index.faces, details=index.details),
@@ -31,7 +31,8 @@ async def healthz(services: ServicesDep) -> Health | JSONResponse:
             ok=model is not None,
             model=model.name if model else None,
             dimension=model.dimension if model else None,
-            error=problem,
+            match_threshold=embedder.match_threshold,
+            error=embedder.problem,
         ),
     )
     if not index.ok:

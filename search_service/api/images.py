@@ -8,8 +8,11 @@ from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 from fastapi.responses import FileResponse
 from pydantic import Json
 
-from search_service.api.deps import ServicesDep, error_responses, invalid_parameter, read_upload
-from search_service.schemas import COLLECTION_PATTERN, Image, ImageList, IngestResponse
+from search_service.api import presenters
+from search_service.api.deps import ServicesDep
+from search_service.api.errors import error_responses, invalid_parameter
+from search_service.api.schemas import COLLECTION_PATTERN, Image, ImageList, IngestResponse
+from search_service.api.uploads import read_upload
 
 router = APIRouter(prefix="/images", tags=["images"])
 
@@ -37,10 +40,10 @@ async def ingest_images(
     """Answers once every photo is durably stored and searchable. A photo already stored in the
     collection (same bytes) is not stored again: its existing record comes back with
     `duplicate: true`. If the embedder rejects any photo, nothing of the request is stored."""
-    settings = services.settings
-    if len(image) > settings.max_images_per_request:
+    limits = services.settings.uploads
+    if len(image) > limits.max_images_per_request:
         raise invalid_parameter(
-            ("body", "image"), f"at most {settings.max_images_per_request} photos per request", len(image)
+            ("body", "image"), f"at most {limits.max_images_per_request} photos per request", len(image)
         )
     if external_id is not None and len(external_id) != len(image):
         raise invalid_parameter(
@@ -48,14 +51,14 @@ async def ingest_images(
             f"give one external_id per photo ({len(external_id)} for {len(image)} photos)",
             external_id,
         )
-    uploads = [await read_upload(file, settings.max_image_bytes) for file in image]
-    images = await services.images.ingest(
+    uploads = [await read_upload(file, limits.max_image_bytes) for file in image]
+    stored = await services.images.ingest(
         uploads,
-        collection=collection or settings.default_collection,
+        collection=collection or services.settings.default_collection,
         external_ids=external_id or [None] * len(uploads),
         metadata=metadata or {},
     )
-    return IngestResponse(images=images)
+    return IngestResponse(images=[presenters.ingested_image(entry) for entry in stored])
 
 
 @router.get("", response_model=ImageList, summary="List or look up photos")
@@ -74,7 +77,7 @@ async def list_images(
         sha256=sha256, collection=collection, external_id=external_id, after=after, limit=limit
     )
     return ImageList(
-        images=[Image.model_validate(record) for record in records],
+        images=[presenters.image(record) for record in records],
         next_after=records[-1].id if len(records) == limit else None,
     )
 
@@ -83,7 +86,7 @@ async def list_images(
     "/{image_id}", response_model=Image, summary="A photo's record and faces", responses=error_responses(404)
 )
 async def get_image(services: ServicesDep, image_id: int) -> Image:
-    return Image.model_validate(await services.images.get(image_id))
+    return presenters.image(await services.images.get(image_id))
 
 
 @router.get(
@@ -93,8 +96,8 @@ async def get_image(services: ServicesDep, image_id: int) -> Image:
     responses={200: {"content": {"image/*": {}}, "description": "The photo."}, **error_responses(404)},
 )
 async def get_image_file(services: ServicesDep, image_id: int) -> FileResponse:
-    record = await services.images.get(image_id)
-    return FileResponse(services.store.blobs.path(record.sha256), media_type=record.content_type)
+    path, content_type = await services.images.file(image_id)
+    return FileResponse(path, media_type=content_type)
 
 
 @router.delete(

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from search_service.api.deps import ServicesDep, error_responses
-from search_service.schemas import ErrorResponse, Job
+from search_service.api.deps import ServicesDep
+from search_service.api.errors import error_responses
+from search_service.api.schemas import ErrorResponse, Job
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 

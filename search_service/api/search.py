@@ -6,8 +6,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 
-from search_service.api.deps import ServicesDep, error_responses, read_upload
-from search_service.schemas import SearchParams, SearchResponse
+from search_service.api import presenters
+from search_service.api.deps import ServicesDep
+from search_service.api.errors import error_responses
+from search_service.api.schemas import SearchParams, SearchResponse
+from search_service.api.uploads import read_upload
+from search_service.domain import SearchQuery, Source
+
+_SOURCES: dict[str, Source | None] = {"images": "image", "videos": "video", "all": None}
 
 router = APIRouter(tags=["search"])
 
@@ -33,8 +39,11 @@ async def search(
     params: Annotated[SearchParams, Depends(search_params)],
 ) -> SearchResponse:
     """Every face found in the photo gets its own list of up to `k` hits, best first, each with
-    its cosine similarity and whether that reaches the match threshold (`threshold`, default
-    the service's calibrated one). `collection` and `source` (images, videos, all) filter
+    its cosine similarity and whether that reaches the match threshold (`threshold`; by default
+    the one calibrated for the embedding model). `collection` and `source` (images, videos, all) filter
     exactly. A photo without a face is a 422."""
-    upload = await read_upload(image, services.settings.max_image_bytes)
-    return await services.search.search(upload, params)
+    upload = await read_upload(image, services.settings.uploads.max_image_bytes)
+    query = SearchQuery(
+        k=params.k, threshold=params.threshold, collection=params.collection, source=_SOURCES[params.source]
+    )
+    return presenters.search_response(await services.search.search(upload, query))

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 from starlette.concurrency import run_in_threadpool
 
-from search_service.api.deps import invalid_parameter
+from search_service.api.errors import invalid_parameter
 from search_service.domain import StagedFile
 from search_service.errors import UploadTooLargeError
 

@@ -7,9 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse
 
-from search_service.api.deps import ServicesDep, error_responses
+from search_service.api import presenters
+from search_service.api.deps import ServicesDep
+from search_service.api.errors import error_responses
+from search_service.api.schemas import COLLECTION_PATTERN, Video, VideoAccepted, VideoForm, VideoList
 from search_service.api.video_upload import receive_upload
-from search_service.schemas import COLLECTION_PATTERN, Video, VideoAccepted, VideoForm, VideoList
 
 router = APIRouter(prefix="/videos", tags=["videos"])
 
@@ -51,16 +53,17 @@ async def upload_video(services: ServicesDep, request: Request) -> VideoAccepted
     `GET /videos/{video_id}` and in search once the job is done. The file streams to disk and is
     refused with a 413 as soon as it passes the size limit. A file that is no decodable video is
     accepted here and its job fails with the reason."""
-    settings = services.settings
     staged, form = await receive_upload(
         request,
         file_field="video",
         form_model=VideoForm,
-        staging=services.store.blobs.staging_file,
-        max_bytes=settings.max_video_bytes,
+        staging=services.videos.staging_file,
+        max_bytes=services.settings.uploads.max_video_bytes,
     )
     submitted = await services.videos.submit(
-        staged, collection=form.collection or settings.default_collection, external_id=form.external_id
+        staged,
+        collection=form.collection or services.settings.default_collection,
+        external_id=form.external_id,
     )
     return VideoAccepted(job_id=submitted.job_id, video_id=submitted.video_id, duplicate=submitted.duplicate)
 
@@ -77,7 +80,7 @@ async def list_videos(
         collection=collection, external_id=external_id, after=after, limit=limit
     )
     return VideoList(
-        videos=[Video.from_record(record) for record in records],
+        videos=[presenters.video(record) for record in records],
         next_after=records[-1].id if len(records) == limit else None,
     )
 
@@ -89,7 +92,7 @@ async def list_videos(
     responses=error_responses(404),
 )
 async def get_video(services: ServicesDep, video_id: int) -> Video:
-    return Video.from_record(await services.videos.get(video_id))
+    return presenters.video(await services.videos.get(video_id))
 
 
 @router.get(

@@ -2,7 +2,7 @@
 
 The SQLite store is the source of truth; an index only answers "which stored faces are nearest
 to these vectors", under exact collection and source filters. Every backend passes the shared
-conformance suite in ``tests/search/index_conformance.py``.
+conformance suite in ``tests/search/index/conformance.py``; ``registry.py`` names them.
 """
 
 from __future__ import annotations
@@ -10,40 +10,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
-Source = Literal["image", "video"]
-SOURCES: tuple[Source, ...] = ("image", "video")
+from search_service.domain import FaceBatch, Source
 
-
-@dataclass(frozen=True)
-class FaceBatch:
-    """Faces to index, column-wise so that millions can be loaded without one object per face.
-
-    ``vectors`` are float32 and L2-normalised, so inner product is cosine similarity.
-    """
-
-    face_ids: np.ndarray
-    media_ids: np.ndarray
-    sources: Sequence[Source]
-    collections: Sequence[str]
-    vectors: np.ndarray
-
-    def __post_init__(self) -> None:
-        n = len(self.face_ids)
-        if not (len(self.media_ids) == len(self.sources) == len(self.collections) == len(self.vectors) == n):
-            raise ValueError("FaceBatch columns differ in length")
-        if self.vectors.ndim != 2:
-            raise ValueError(f"vectors must be (n, d), got shape {self.vectors.shape}")
-
-    def __len__(self) -> int:
-        return len(self.face_ids)
-
-    @property
-    def dimension(self) -> int:
-        return int(self.vectors.shape[1])
+__all__ = ["FaceIndex", "FaceSource", "IndexHealth", "IndexHit"]
 
 
 @dataclass(frozen=True)

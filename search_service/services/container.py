@@ -5,23 +5,23 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from starlette.concurrency import run_in_threadpool
-
-from search_service.embedder_client import EmbedderClient
-from search_service.index import create_index
-from search_service.index.base import FaceIndex
+from search_service.clients.embedder import EmbedderClient
+from search_service.domain import CollectionStats
+from search_service.index.base import FaceIndex, IndexHealth
+from search_service.index.registry import create_index
+from search_service.services.faces import FaceDetector
+from search_service.services.frames import FrameEmbedder
 from search_service.services.images import ImagesService
-from search_service.services.model_guard import ModelGuard
 from search_service.services.search import SearchService
 from search_service.services.videos import VideosService
 from search_service.settings import SearchSettings
-from search_service.store import Store
+from search_service.storage import Storage
 
 
 @dataclass(frozen=True)
 class Services:
     settings: SearchSettings
-    store: Store
+    storage: Storage
     index: FaceIndex
     embedder: EmbedderClient
     images: ImagesService
@@ -30,26 +30,33 @@ class Services:
 
     @classmethod
     async def open(cls, settings: SearchSettings) -> Services:
-        store = await run_in_threadpool(Store.open, settings.data_dir)
+        storage = await asyncio.to_thread(Storage.open, settings.data_dir)
         index = create_index(settings)
-        await run_in_threadpool(index.open, store)
-        embedder = EmbedderClient(settings)
-        guard = ModelGuard(store, embedder)
-        videos = VideosService(store, index, embedder, guard, settings, asyncio.get_running_loop())
-        await run_in_threadpool(videos.jobs.start)
+        await asyncio.to_thread(index.open, storage.faces)
+        embedder = EmbedderClient(settings.embedder)
+        detector = FaceDetector(embedder, storage.embedding_model)
+        frames = FrameEmbedder(detector, asyncio.get_running_loop(), settings.video)
+        videos = VideosService(storage.videos, storage.jobs, index, frames, settings.video)
+        await asyncio.to_thread(videos.runner.start)
         return cls(
             settings=settings,
-            store=store,
+            storage=storage,
             index=index,
             embedder=embedder,
-            images=ImagesService(store, index, embedder, guard),
-            search=SearchService(store, index, embedder, guard, settings.match_threshold),
+            images=ImagesService(storage.images, index, detector),
+            search=SearchService(storage.faces, index, detector, settings.match_threshold),
             videos=videos,
         )
 
+    async def collections(self) -> list[CollectionStats]:
+        return await asyncio.to_thread(self.storage.faces.collections)
+
+    async def index_health(self) -> IndexHealth:
+        return await asyncio.to_thread(self.index.health)
+
     async def close(self) -> None:
         # Workers first: a running job may be waiting for the embedder client on this loop.
-        await run_in_threadpool(self.videos.jobs.stop)
+        await asyncio.to_thread(self.videos.runner.stop)
         await self.embedder.aclose()
-        await run_in_threadpool(self.index.close)
-        self.store.close()
+        await asyncio.to_thread(self.index.close)
+        self.storage.close()

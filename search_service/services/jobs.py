@@ -18,7 +18,7 @@ import structlog
 from prometheus_client import Gauge
 
 from search_service.domain import JOB_STATES, UNFINISHED_STATES, JobRecord
-from search_service.store import Store
+from search_service.storage.jobs import JobRepository
 from search_service.video import VideoCancelled
 
 log = structlog.get_logger(__name__)
@@ -50,8 +50,8 @@ JobHandler = Callable[[JobRecord, JobControl], None]
 
 
 class JobRunner:
-    def __init__(self, store: Store, handler: JobHandler, workers: int = 1) -> None:
-        self._store = store
+    def __init__(self, jobs: JobRepository, handler: JobHandler, workers: int = 1) -> None:
+        self._jobs = jobs
         self._handler = handler
         self._workers = workers
         self._wake = threading.Condition()
@@ -62,7 +62,7 @@ class JobRunner:
 
     def start(self) -> None:
         """Queue again what a previous process left running, then start the workers."""
-        requeued = self._store.requeue_interrupted()
+        requeued = self._jobs.requeue_interrupted()
         if requeued:
             log.info("re-queued jobs interrupted by a stop or crash", jobs=requeued)
         self.refresh_metrics()
@@ -90,7 +90,7 @@ class JobRunner:
 
     def cancel(self, job_id: int) -> JobRecord | None:
         """Cancel a queued or running job; None when the job is not one (missing or finished)."""
-        job = self._store.set_job_state(job_id, "cancelled", only_from=UNFINISHED_STATES)
+        job = self._jobs.set_state(job_id, "cancelled", only_from=UNFINISHED_STATES)
         if job is not None:
             with self._wake:
                 self._cancelled.add(job_id)
@@ -99,7 +99,7 @@ class JobRunner:
         return job
 
     def refresh_metrics(self) -> None:
-        counts = self._store.job_counts()
+        counts = self._jobs.counts()
         for state in JOB_STATES:
             JOBS.labels(state).set(counts.get(state, 0))
 
@@ -108,7 +108,7 @@ class JobRunner:
             with self._wake:
                 if self._stopping:
                     return
-            job = self._store.claim_job()
+            job = self._jobs.claim()
             if job is not None:
                 self._run(job)
                 continue
@@ -126,7 +126,7 @@ class JobRunner:
         log.info("video job started", job_id=job.id, video_id=job.video_id, attempt=job.attempts)
         control = JobControl(
             should_stop=lambda: self._should_stop(job.id),
-            report=lambda fraction, frames, faces: self._store.update_job_progress(
+            report=lambda fraction, frames, faces: self._jobs.report_progress(
                 job.id, fraction, frames, faces
             ),
         )
@@ -136,7 +136,7 @@ class JobRunner:
             with self._wake:
                 cancelled = job.id in self._cancelled
             if not cancelled:  # the service is stopping: the next start runs the job again
-                self._store.set_job_state(job.id, "queued", only_from=("running",))
+                self._jobs.set_state(job.id, "queued", only_from=("running",))
         except JobFailed as error:
             self._fail(job, str(error))
         except Exception as error:
@@ -148,5 +148,5 @@ class JobRunner:
             self.refresh_metrics()
 
     def _fail(self, job: JobRecord, error: str) -> None:
-        self._store.set_job_state(job.id, "failed", only_from=("running",), error=error)
+        self._jobs.set_state(job.id, "failed", only_from=("running",), error=error)
         log.warning("video job failed", job_id=job.id, video_id=job.video_id, error=error)

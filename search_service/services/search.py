@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from dataclasses import dataclass
 
 import numpy as np
 from prometheus_client import Histogram
-from starlette.concurrency import run_in_threadpool
 
-from search_service.domain import HitSource, TimeRange, Upload
-from search_service.embedder_client import EmbedderClient
+from search_service.domain import (
+    HitSource,
+    PersonVectors,
+    QueryFaceResult,
+    RankedHit,
+    SearchQuery,
+    SearchResult,
+    TimeRange,
+    Upload,
+)
 from search_service.errors import NoFaceError
-from search_service.index.base import FaceIndex, IndexHit, Source
-from search_service.schemas import Hit, QueryFace, SearchParams, SearchResponse, thumbnail_url
-from search_service.services.model_guard import ModelGuard
-from search_service.store import PersonVectors, Store
+from search_service.index.base import FaceIndex, IndexHit
+from search_service.services.faces import FaceDetector
+from search_service.storage.faces import FaceRepository
 
 INDEX_SEARCH_SECONDS = Histogram(
     "facesearch_index_search_seconds",
@@ -23,21 +29,11 @@ INDEX_SEARCH_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
 )
 
-_SOURCES: dict[str, Source | None] = {"images": "image", "videos": "video", "all": None}
-
 # One person in a video is several vectors (a few per track) but one hit: the index is asked for
 # this many times k at first, and again for this factor more while merging left fewer than k.
 _OVERFETCH = 4
 # A track's start lies inside exactly one of its person's merged ranges; float slack for the test.
 _EPSILON = 1e-6
-
-
-@dataclass(frozen=True)
-class _Ranked:
-    hit: IndexHit
-    where: HitSource
-    time_ranges: list[TimeRange] | None  # videos: every range of the matched people
-    range_scores: list[float] | None  # videos: per time range, the query's best similarity
 
 
 def distinct_hits(
@@ -99,64 +95,45 @@ def merged_ranges(
     return [(start, end) for start, end, _ in merged], [score for *_, score in merged]
 
 
-def _hit(ranked: _Ranked, threshold: float) -> Hit:
-    hit, where = ranked.hit, ranked.where
-    return Hit(
-        score=hit.score,
-        match=hit.score >= threshold,
-        source=where.source,
-        id=where.media_id,
-        face_id=where.face_id,
-        external_id=where.external_id,
-        collection=where.collection,
-        box=where.box,
-        time_ranges=ranked.time_ranges,
-        range_scores=ranked.range_scores,
-        best_time=where.time_s,
-        person=where.person,
-        thumbnail_url=None if where.track_id is None else thumbnail_url(where.media_id, where.track_id),
-    )
-
-
 class SearchService:
     def __init__(
-        self, store: Store, index: FaceIndex, embedder: EmbedderClient, guard: ModelGuard, threshold: float
+        self, faces: FaceRepository, index: FaceIndex, detector: FaceDetector, threshold: float | None
     ) -> None:
-        self._store = store
+        self._faces = faces
         self._index = index
-        self._embedder = embedder
-        self._guard = guard
-        self._threshold = threshold
+        self._detector = detector
+        self._threshold = threshold  # None: the embedding model's own
 
-    async def search(self, upload: Upload, params: SearchParams) -> SearchResponse:
-        [query] = await self._embedder.detect([upload])
-        if not query.faces:
+    async def search(self, upload: Upload, query: SearchQuery) -> SearchResult:
+        detection = await self._detector.detect([upload])
+        [image] = detection.images
+        if not image.faces:
             raise NoFaceError(f"no face found in the query photo {upload.filename!r}")
-        await self._guard.check([query])
-        vectors = np.stack([face.embedding for face in query.faces])
-        threshold = self._threshold if params.threshold is None else params.threshold
-        per_face = await run_in_threadpool(
-            self._rank, vectors, params.k, threshold, params.collection, _SOURCES[params.source]
+        vectors = np.stack([face.embedding for face in image.faces])
+        threshold = next(
+            value
+            for value in (query.threshold, self._threshold, detection.match_threshold)
+            if value is not None
         )
-        return SearchResponse(
+        per_face = await asyncio.to_thread(self._rank, vectors, query, threshold)
+        return SearchResult(
             threshold=threshold,
             faces=[
-                QueryFace(box=face.box, score=face.score, hits=[_hit(ranked, threshold) for ranked in hits])
-                for face, hits in zip(query.faces, per_face, strict=True)
+                QueryFaceResult(box=face.box, score=face.score, hits=hits)
+                for face, hits in zip(image.faces, per_face, strict=True)
             ],
         )
 
-    def _rank(
-        self, vectors: np.ndarray, k: int, threshold: float, collection: str | None, source: Source | None
-    ) -> list[list[_Ranked]]:
+    def _rank(self, vectors: np.ndarray, query: SearchQuery, threshold: float) -> list[list[RankedHit]]:
         """Per query vector, up to k hits best first, one per photo face or video person."""
-        fetch = k if source == "image" else k * _OVERFETCH
+        k = query.k
+        fetch = k if query.source == "image" else k * _OVERFETCH
         index_seconds = 0.0
         while True:
             started = time.perf_counter()
-            per_face = self._index.search(vectors, fetch, collection=collection, source=source)
+            per_face = self._index.search(vectors, fetch, collection=query.collection, source=query.source)
             index_seconds += time.perf_counter() - started
-            sources = self._store.describe_faces([hit.face_id for hits in per_face for hit in hits])
+            sources = self._faces.describe([hit.face_id for hits in per_face for hit in hits])
             kept = [distinct_hits(hits, sources, k, threshold) for hits in per_face]
             # Fewer than `fetch` answers means the index has nothing more to give.
             if all(
@@ -165,7 +142,7 @@ class SearchService:
                 break
             fetch *= _OVERFETCH
         INDEX_SEARCH_SECONDS.observe(index_seconds)
-        vectors_of = self._store.person_vectors(
+        vectors_of = self._faces.person_vectors(
             {
                 (where.media_id, where.person)
                 for hits in kept
@@ -175,6 +152,11 @@ class SearchService:
             }
         )
         return [
-            [_Ranked(hit, people[0], *merged_ranges(query, people, vectors_of)) for hit, people in hits]
-            for query, hits in zip(vectors, kept, strict=True)
+            [
+                RankedHit(
+                    hit.score, hit.score >= threshold, people[0], *merged_ranges(vector, people, vectors_of)
+                )
+                for hit, people in hits
+            ]
+            for vector, hits in zip(vectors, kept, strict=True)
         ]

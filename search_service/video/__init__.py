@@ -11,25 +11,18 @@ from search_service.video.decoder import (
 from search_service.video.pipeline import (
     DetectAndEmbed,
     ProgressCallback,
-    StageTimings,
-    VideoAnalysis,
     VideoCancelled,
     process_video,
 )
-from search_service.video.tracker import FaceObservation, FaceTracker, Person, Track, TrackerConfig
+from search_service.video.tracker import FaceTracker, TrackerConfig
 
 __all__ = [
     "DEFAULT_SAMPLE_FPS",
     "DetectAndEmbed",
-    "FaceObservation",
     "FaceTracker",
-    "Person",
     "ProgressCallback",
     "SampledFrame",
-    "StageTimings",
-    "Track",
     "TrackerConfig",
-    "VideoAnalysis",
     "VideoCancelled",
     "VideoDecodeError",
     "VideoInfo",

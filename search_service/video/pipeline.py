@@ -10,11 +10,11 @@ import dataclasses
 import os
 import time
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
 
 import numpy as np
 import structlog
 
+from search_service.domain import FaceObservation, StageTimings, VideoAnalysis
 from search_service.video.decoder import (
     DEFAULT_SAMPLE_FPS,
     SampledFrame,
@@ -22,7 +22,7 @@ from search_service.video.decoder import (
     probe,
     sample_frames,
 )
-from search_service.video.tracker import FaceObservation, FaceTracker, Person, Track, TrackerConfig
+from search_service.video.tracker import FaceTracker, TrackerConfig
 
 log = structlog.get_logger(__name__)
 
@@ -34,33 +34,6 @@ ProgressCallback = Callable[[float, int, int], None]
 
 class VideoCancelled(Exception):
     """should_cancel answered True; nothing was produced."""
-
-
-@dataclass(frozen=True)
-class StageTimings:
-    """Wall seconds per stage; total also covers the probe and callbacks."""
-
-    decode: float  # demux, decode, RGB conversion (and downscaling) of sampled frames
-    detect_embed: float  # inside detect_and_embed
-    tracking: float  # linking, face quality, thumbnails, representatives, grouping
-    total: float
-
-
-@dataclass(frozen=True)
-class VideoAnalysis:
-    duration: float  # seconds (0.0 when the container does not say)
-    fps: float
-    width: int  # display orientation, source pixels (boxes are in these coordinates)
-    height: int
-    sample_fps: float
-    frames_sampled: int
-    faces_seen: int  # face observations over all sampled frames
-    people: list[Person]
-    timings: StageTimings
-
-    @property
-    def tracks(self) -> list[Track]:
-        return sorted((t for p in self.people for t in p.tracks), key=lambda t: t.index)
 
 
 def process_video(

@@ -1,22 +1,12 @@
 """Link faces across sampled frames into tracks, summarise each track, group tracks into people.
 
 A track is one person's continuous appearance. Linking a face to a track needs appearance evidence
-(cosine similarity of embeddings) and, unless the similarity is very high, spatial evidence too:
-on the real clips (the service's embedder: MTCNN, dlib ResNet, flip-averaged, 2 samples/s)
-consecutive samples of one face in one place scored 0.897-0.995, while faces of different people
-seen in one frame reached 0.944 (0.941 in the Hamilton clip), so appearance alone cannot tell them
-apart; position can. Boxes are compared after enlarging them about their centres, because at a few
-samples per second a face often moves by most of its width (plain IoU was 0 between consecutive
-samples of one face in ``hamilton_short_clip.mp4``). A change of shot closes every track: a cut
-often frames the next person where the last one stood (Hamilton at 8.35 s: the performer, then a
-spectator in the same place, similarity 0.883).
-
-Assignment is optimal (Hungarian, scipy's ``linear_sum_assignment``) rather than greedy: 4 us for
-20 x 20 here, and no early greedy pick can steal the face that a second track needs.
-
-Tracks that break (a cut, a turned head, a long miss) are cheap to repair: grouping joins tracks
-of one person into a person with several time ranges. A wrong link is not repairable, so linking
-thresholds favour splitting.
+(cosine similarity of embeddings) and, unless the similarity is very high, spatial evidence too,
+since faces of different people in one frame can look alike to the embedder. Boxes are compared
+after enlarging them about their centres (a face moves far between samples), a change of shot
+closes every track, and assignment is optimal (Hungarian). Tracks that break are cheap to repair
+(grouping joins them into one person); a wrong link is not, so linking thresholds favour
+splitting. Every threshold and the measurements behind it: docs/decisions/video.md.
 """
 
 from __future__ import annotations
@@ -30,7 +20,8 @@ import numpy as np
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.optimize import linear_sum_assignment
 
-Box = tuple[float, float, float, float]
+from search_service.domain import Box, FaceObservation, Person, Track
+from search_service.video.jpeg import encode_jpeg
 
 # Faces are compared for sharpness at one size, so that size enters the quality score once.
 _SHARPNESS_SIDE = 96
@@ -43,23 +34,12 @@ _CUT_BINS = (16, 8)
 
 
 @dataclass(frozen=True)
-class FaceObservation:
-    """One face as the detector/embedder reports it, in pixels of the frame it was found in."""
-
-    box: Box  # x1, y1, x2, y2
-    score: float  # detection confidence
-    # (5, 2) x, y: image-left eye, image-right eye, nose, mouth left, mouth right; None if not given
-    landmarks: np.ndarray | None
-    embedding: np.ndarray  # (D,) L2-normalised
-
-
-@dataclass(frozen=True)
 class TrackerConfig:
-    # Similarity needed to link a face to a track nearby (see box_expand / min_overlap): under the
-    # lowest same-face score of consecutive samples measured (0.897), above the cut pair (0.883).
+    """Thresholds of linking, grouping and cut detection; measured values: docs/decisions/video.md."""
+
+    # Similarity needed to link a face to a track nearby (see box_expand / min_overlap).
     link_similarity: float = 0.88
-    # Similarity that links a face to a track wherever it is; above every cross-person score seen
-    # between two faces of one frame (0.944).
+    # Similarity that links a face to a track wherever it is.
     far_link_similarity: float = 0.96
     # Boxes are enlarged by this factor about their centres before IoU, to tolerate motion.
     box_expand: float = 2.0
@@ -70,47 +50,15 @@ class TrackerConfig:
     max_representatives: int = 4
     # A further representative must be at least this cosine distance from those already chosen.
     representative_min_distance: float = 0.04
-    # Tracks whose mean embeddings are this similar (average linkage) are one person. Measured with
-    # the service's embedder, averaging lifts cross-person scores as much as same-person ones: the
-    # means of two passers-by seen together in the crowd clip reached 0.977 (three more pairs
-    # 0.953-0.956; 0.956 in Hamilton), while one performer's two shots in Hamilton scored 0.968. No
-    # threshold separates them, and a wrong merge gives a person another's time ranges while a missed
-    # merge only lists one person twice: so only near-identical tracks (one shot, broken by a missed
-    # detection or a turned head) are joined.
+    # Tracks whose mean embeddings are this similar (average linkage) are one person: only
+    # near-identical tracks, since a wrong merge costs more than a missed one.
     group_similarity: float = 0.98
     # Consecutive samples whose hue x saturation histograms correlate less than this are a change of
-    # shot (-1 turns the check off). On the real clips at 2 samples/s the three cuts in Hamilton gave
-    # 0.46-0.56, every other pair 0.87-1.00 (moving camera and people included).
+    # shot (-1 turns the check off).
     scene_cut_correlation: float = 0.7
     thumbnail_margin: float = 0.25  # of the box side, added on every side of the crop
     thumbnail_max_side: int = 256
     thumbnail_jpeg_quality: int = 90
-
-
-@dataclass(frozen=True)
-class Track:
-    index: int  # tracks numbered by start time within the video
-    start: float  # seconds: the first sample with the face
-    end: float  # seconds: the last sample with the face plus half a sample interval
-    faces: int  # observations linked into the track
-    best_time: float  # seconds: the sample with the best face
-    best_box: Box  # the best face's box at best_time, in source pixels
-    best_quality: float  # see face_quality
-    best_score: float  # detection confidence of the best face
-    thumbnail_jpeg: bytes  # the best face with a margin; empty if its box lies outside the frame
-    representatives: np.ndarray  # (k, D), 1 <= k <= max_representatives, actual face embeddings
-    mean_embedding: np.ndarray  # (D,) mean of the track's embeddings, L2-normalised
-
-
-@dataclass(frozen=True)
-class Person:
-    index: int  # people numbered by first appearance within the video
-    time_ranges: list[tuple[float, float]]  # sorted, disjoint
-    tracks: list[Track]
-
-    @property
-    def best_track(self) -> Track:
-        return max(self.tracks, key=lambda t: t.best_quality)
 
 
 def box_iou(a: Box, b: Box, expand: float = 1.0) -> float:
@@ -358,7 +306,11 @@ class FaceTracker:
             best_box=track.best_box,
             best_quality=track.best_quality,
             best_score=track.best_score,
-            thumbnail_jpeg=_encode_jpeg(track.best_crop, cfg.thumbnail_max_side, cfg.thumbnail_jpeg_quality),
+            thumbnail_jpeg=(
+                encode_jpeg(track.best_crop, cfg.thumbnail_jpeg_quality, cfg.thumbnail_max_side)
+                if track.best_crop.size
+                else b""
+            ),
             representatives=select_representatives(
                 embeddings, cfg.max_representatives, cfg.representative_min_distance
             ),
@@ -397,17 +349,3 @@ def _crop(image_rgb: np.ndarray, box: Box, image_scale: float, margin: float) ->
     left, top = max(0, int(np.floor(x1 - mx))), max(0, int(np.floor(y1 - my)))
     right, bottom = min(width, int(np.ceil(x2 + mx))), min(height, int(np.ceil(y2 + my)))
     return image_rgb[top:bottom, left:right]
-
-
-def _encode_jpeg(crop_rgb: np.ndarray, max_side: int, quality: int) -> bytes:
-    if crop_rgb.size == 0:
-        return b""
-    scale = max_side / max(crop_rgb.shape[:2])
-    if scale < 1.0:
-        size = (max(1, round(crop_rgb.shape[1] * scale)), max(1, round(crop_rgb.shape[0] * scale)))
-        crop_rgb = cv2.resize(crop_rgb, size, interpolation=cv2.INTER_AREA)
-    bgr = cv2.cvtColor(crop_rgb, cv2.COLOR_RGB2BGR)
-    ok, buffer = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise ValueError("JPEG encoding of a face thumbnail failed")
-    return buffer.tobytes()

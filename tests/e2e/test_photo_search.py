@@ -49,7 +49,9 @@ def gallery(people: dict[str, list[Path]], tmp_path_factory: pytest.TempPathFact
     return root
 
 
-def _post(url: str, path: Path | str, data: bytes | None = None, **params: object) -> httpx.Response:
+def _post(
+    url: str, path: Path | str, data: bytes | None = None, **params: str | int | float
+) -> httpx.Response:
     content = Path(path).read_bytes() if data is None else data
     return httpx.post(f"{url}/search", files={"image": (Path(path).name, content)}, params=params, timeout=60)
 

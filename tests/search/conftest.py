@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from pytest_httpserver import HTTPServer
 
 from search_service.main import create_app
-from search_service.settings import SearchSettings
+from search_service.settings import EmbedderClientSettings, SearchSettings
 from tests.search.fakes import FakeEmbedder
 
 
@@ -21,17 +22,21 @@ def fake_embedder(httpserver: HTTPServer) -> FakeEmbedder:
 
 @pytest.fixture
 def make_settings(tmp_path: Path, fake_embedder: FakeEmbedder) -> Callable[..., SearchSettings]:
-    """Settings on this test's data directory and fake embedder; keywords override."""
+    """Settings on this test's data directory and fake embedder. Keywords override settings; a dict
+    updates a group, e.g. ``make_settings(video={"batch_frames": 1})``."""
 
-    def make(**overrides: object) -> SearchSettings:
-        values: dict[str, object] = {
-            "data_dir": tmp_path / "data",
-            "embedder_url": fake_embedder.url,
-            "embedder_backoff_s": 0.01,
-            "log_json": False,
-            "log_level": "WARNING",
+    def make(**overrides: Any) -> SearchSettings:
+        settings = SearchSettings(
+            data_dir=tmp_path / "data",
+            embedder=EmbedderClientSettings(url=fake_embedder.url, backoff_s=0.01),
+            log_json=False,
+            log_level="WARNING",
+        )
+        updates = {
+            name: getattr(settings, name).model_copy(update=value) if isinstance(value, dict) else value
+            for name, value in overrides.items()
         }
-        return SearchSettings(**(values | overrides))
+        return settings.model_copy(update=updates)
 
     return make
 

@@ -25,6 +25,8 @@ from search_service.domain import DetectedFace, DetectedImage, NewImage, Upload
 
 DIMENSION = 128
 MODEL = "fake-embedder-v1"
+# The threshold the fake's model is calibrated for: photos of one person score ~0.96, others ~0.
+MATCH_THRESHOLD = 0.9
 # Per-photo perturbation: cosine between two photos of one person is about 1 / (1 + NOISE**2).
 NOISE = 0.2
 
@@ -92,17 +94,34 @@ def _json(payload: object, status: int = 200) -> Response:
 
 @dataclass
 class FakeEmbedder:
+    """The embedder's HTTP contract, with knobs for the ways a real embedder can answer."""
+
     server: HTTPServer
-    calls: list[int] = field(default_factory=list)  # photos per POST /faces call
     fail_next: list[int] = field(default_factory=list)  # statuses to answer before behaving
+    # Out of order: every POST /faces answers 500 (a request that reaches it fails, after retries).
+    failing: bool = False
     model: str = MODEL
+    # The dimension its answers declare; the embeddings it sends are always DIMENSION long.
+    declared_dimension: int = DIMENSION
+    match_threshold: float = MATCH_THRESHOLD
+    # Like the real embedder's EMBEDDER_MAX_IMAGES_PER_REQUEST: more photos in one call are a 413.
+    max_images_per_request: int = 64
     delay_s: float = 0.0  # per POST /faces call, to stretch a bulk ingest in time
-    params: list[dict[str, str]] = field(default_factory=list)  # query parameters per call
+    # The query parameters of each answered POST /faces: what the service asked the detector for
+    # (min_face_size, threshold, embeddings, landmarks) is part of the wire contract.
+    params: list[dict[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.server.expect_request("/faces", method="POST").respond_with_handler(self._faces)
         self.server.expect_request("/models").respond_with_handler(
-            lambda _: _json({"embedding_model": self.model, "embedding_dimension": DIMENSION, "models": []})
+            lambda _: _json(
+                {
+                    "embedding_model": self.model,
+                    "embedding_dimension": self.declared_dimension,
+                    "match_threshold": self.match_threshold,
+                    "models": [],
+                }
+            )
         )
         self.server.expect_request("/healthz").respond_with_json({"status": "ok"})
 
@@ -112,9 +131,14 @@ class FakeEmbedder:
 
     def _faces(self, request: Request) -> Response:
         if self.fail_next:
-            return _json({"detail": "busy"}, self.fail_next.pop(0))
+            status = self.fail_next.pop(0)
+            return _json({"detail": f"answering {status} as told"}, status)
+        if self.failing:
+            return _json({"detail": "the fake embedder is out of order"}, 500)
         uploads = request.files.getlist("image")
-        self.calls.append(len(uploads))
+        if len(uploads) > self.max_images_per_request:
+            limit = self.max_images_per_request
+            return _json({"detail": f"{len(uploads)} images in one request; the limit is {limit}"}, 413)
         self.params.append(dict(request.args))
         time.sleep(self.delay_s)
         images = []
@@ -141,7 +165,14 @@ class FakeEmbedder:
                     for i, name in enumerate(people)
                 ]
             images.append({"width": image.width, "height": image.height, "faces": faces})
-        return _json({"images": images})
+        return _json(
+            {
+                "model": self.model,
+                "dimension": self.declared_dimension,
+                "match_threshold": self.match_threshold,
+                "images": images,
+            }
+        )
 
 
 def new_image(

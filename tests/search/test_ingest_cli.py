@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -14,6 +14,7 @@ import pytest
 from search_service.ingest import main
 from tests.conftest import REPO_ROOT
 from tests.search.fakes import FakeEmbedder, photo
+from tests.search.polling import poll_until
 from tools.processes import ServiceProcess, search_service
 
 
@@ -25,8 +26,9 @@ def server(tmp_path: Path, fake_embedder: FakeEmbedder) -> Iterator[ServiceProce
     running.stop()
 
 
-def stored_images(server: ServiceProcess) -> list[dict]:
-    return httpx.get(f"{server.url}/images", params={"limit": 1000}).json()["images"]
+def stored_images(server: ServiceProcess) -> list[dict[str, Any]]:
+    images: list[dict[str, Any]] = httpx.get(f"{server.url}/images", params={"limit": 1000}).json()["images"]
+    return images
 
 
 def _folder(root: Path, count: int) -> Path:
@@ -62,6 +64,7 @@ def test_ingest_a_folder_then_resume(
     assert stored_images(server) == stored
 
 
+@pytest.mark.slow  # a real server process killed mid-ingest
 def test_sigkill_during_bulk_ingest_loses_and_duplicates_nothing(
     server: ServiceProcess, fake_embedder: FakeEmbedder, tmp_path: Path
 ) -> None:
@@ -87,8 +90,9 @@ def test_sigkill_during_bulk_ingest_loses_and_duplicates_nothing(
         stdout=subprocess.PIPE,
         text=True,
     )
-    while len(before := stored_images(server)) < 20:
-        time.sleep(0.05)
+    before = poll_until(
+        lambda: stored_images(server), lambda images: len(images) >= 20, what="20 photos stored", timeout_s=60
+    )
     server.kill()  # mid-ingest: requests in flight die with it
     server.start()
     out, _ = ingest.communicate(timeout=120)

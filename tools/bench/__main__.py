@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
+from embedder_service.models.manifest import load_manifest
 from embedder_service.settings import EmbedderSettings
 from facesearch_common.logging import configure_logging
 from search_service.settings import SearchSettings
@@ -110,16 +111,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def match_threshold() -> float:
+    """The service's match threshold: its setting, else the one calibrated for the embedding model."""
+    configured = SearchSettings().match_threshold
+    if configured is not None:
+        return configured
+    settings = EmbedderSettings()
+    return load_manifest(settings.models_dir).encoder(settings.encoder).match_threshold
+
+
 def run_index(args: argparse.Namespace, plan: Plan, cache_dir: Path) -> Section:
     options = index.IndexOptions(
         sizes=args.sizes or plan.sizes,
         budget_s=plan.index_budget_s,
         cache_dir=cache_dir,
-        threshold=SearchSettings().match_threshold,
+        threshold=match_threshold(),
         build_threads=args.build_threads,
-        # Quick runs never build the 1M graph (5 minutes on both cores); a cached one is still used.
+        # Quick runs never build the 1M graph (11-13 minutes on both cores); a cached one is still used.
         max_hnsw_build=200_000 if args.quick else None,
-        ef_search=list(dict.fromkeys([SearchSettings().hnsw_ef_search, *args.ef_search])),
+        ef_search=list(dict.fromkeys([SearchSettings().hnsw.ef_search, *args.ef_search])),
     )
     real = real_embeddings(args.lfw_dir, cache_dir, plan.real_photos, EmbedderSettings())
     return index.run(real, args.queries or plan.queries, options)

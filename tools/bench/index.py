@@ -4,8 +4,8 @@ One query at a time with k=20, as the search service asks: exact numpy (matrix-v
 partial sort), scikit-learn's NearestNeighbors (brute-force cosine, what the seed projects used),
 and our :class:`EmbeddedIndex` forced to exact search and to its HNSW graph, with the service's
 graph settings at several search breadths (recall against latency). HNSW graphs are slow to build
-(1M: 5 minutes on both cores here), so each is saved under the cache folder by the index's own
-persistence and reused by later runs.
+(1M: 11-13 minutes on both cores here; docs/decisions/index.md), so each is saved under the cache
+folder by the index's own persistence and reused by later runs.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from typing import Any
 import faiss
 import numpy as np
 
-from search_service.index.base import FaceBatch, Source
+from search_service.domain import FaceBatch, Source
 from search_service.index.embedded import EmbeddedIndex
-from search_service.settings import SearchSettings
+from search_service.settings import HnswSettings, SearchSettings
 from tools.bench.gallery import RealEmbeddings, SyntheticGallery, hold_out_queries, neighbourhood_check
 from tools.bench.recall import exact_top_k, match_recall, recall_at_k
 from tools.bench.report import Comparison, Curve, Plot, Row, Section, number
@@ -113,20 +113,17 @@ def _open_hnsw(
     vectors: np.ndarray, digest: str, options: IndexOptions, ef_search: int
 ) -> tuple[EmbeddedIndex, float | None]:
     """The HNSW index over ``vectors``, its graph loaded from the cache or built (and then saved)."""
-    settings = SearchSettings()
-    name = f"{digest}-n{len(vectors)}-m{settings.hnsw_m}-efc{settings.hnsw_ef_construction}"
+    served = SearchSettings().hnsw
+    name = f"{digest}-n{len(vectors)}-m{served.m}-efc{served.ef_construction}"
     directory = options.cache_dir / "hnsw" / name
     cached = (directory / EmbeddedIndex.GRAPH_FILE).is_file()
     if not cached and options.max_hnsw_build is not None and len(vectors) > options.max_hnsw_build:
         raise _Skip(f"no cached graph for {len(vectors):,} faces and building one is off in this mode")
-    index = EmbeddedIndex(
-        directory,
-        hnsw_min_faces=1,
-        hnsw_m=settings.hnsw_m,
-        ef_construction=settings.hnsw_ef_construction,
-        ef_search=ef_search,
-        threads=options.build_threads,
+    # The service's graph, searched at this breadth; always through the graph (min_faces 1).
+    settings = served.model_copy(
+        update={"min_faces": 1, "ef_search": ef_search, "threads": options.build_threads}
     )
+    index = EmbeddedIndex(directory, settings)
     started = time.perf_counter()
     index.open(_GallerySource(vectors, f"bench-{name}"))
     index.wait_idle()
@@ -157,7 +154,8 @@ def _methods(
         del model
 
     with tempfile.TemporaryDirectory(prefix="bench-exact-") as directory:
-        exact = EmbeddedIndex(Path(directory), hnsw_min_faces=len(vectors) + 1)
+        never_graph = HnswSettings().model_copy(update={"min_faces": len(vectors) + 1})
+        exact = EmbeddedIndex(Path(directory), never_graph)
         exact.open(_GallerySource(vectors, "bench-exact"))
         yield EMBEDDED_EXACT, _embedded_search(exact), None
         exact.close()
@@ -281,8 +279,8 @@ def run(real: RealEmbeddings, query_count: int, options: IndexOptions) -> Sectio
 def section(results: list[MethodResult], threshold: float, gallery: dict[str, Any]) -> Section:
     """The table rows, key figures and latency plot; ``gallery`` describes how the gallery was made."""
     out = Section()
-    settings = SearchSettings()
-    served = hnsw_method(settings.hnsw_ef_search)
+    hnsw = SearchSettings().hnsw
+    served = hnsw_method(hnsw.ef_search)
     by_key = {(r.method, r.size): r for r in results}
     methods = list(dict.fromkeys(r.method for r in results))
     sizes = sorted({r.size for r in results})
@@ -301,7 +299,11 @@ def section(results: list[MethodResult], threshold: float, gallery: dict[str, An
     out.details["index"] = {
         "k": K,
         "match_threshold": threshold,
-        "hnsw": settings.model_dump(include={"hnsw_m", "hnsw_ef_construction", "hnsw_ef_search"}),
+        "hnsw": {
+            "hnsw_m": hnsw.m,
+            "hnsw_ef_construction": hnsw.ef_construction,
+            "hnsw_ef_search": hnsw.ef_search,
+        },
         "gallery": gallery,
         "results": [r.to_json() for r in results],
     }

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from search_service.settings import SearchSettings
+from search_service.settings import EmbedderClientSettings, SearchSettings
 from tools.bench.report import Row, Section, number, skipped_row
 from tools.bench.services import running_embedder
 from tools.bench.timing import Timing
@@ -100,7 +100,7 @@ def measure(data_dir: Path, models_dir: Path, cache_dir: Path, plan: VideoPlan) 
         tempfile.TemporaryDirectory(prefix="bench-video-") as scratch,
         running_embedder(models_dir, Path(scratch) / "embedder.log") as embedder_url,
     ):
-        settings = SearchSettings(embedder_url=embedder_url)
+        settings = SearchSettings(embedder=EmbedderClientSettings(url=embedder_url))
         for clip in CLIPS:
             path = _clip_file(clip, data_dir, cache_dir, rescale_clip)
             runs[clip.label] = [bench_clip(path, settings) for _ in range(plan.rounds)]

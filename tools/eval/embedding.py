@@ -8,7 +8,6 @@ the models are rebuilt, because the checksum is part of the file name.
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from embedder_service.models.manifest import load_manifest
 from embedder_service.models.pipeline import DetectionOptions, FacePipeline
 from embedder_service.service import build_pipeline
 from embedder_service.settings import EmbedderSettings
+from facesearch_common.files import atomic_writer
 
 # Cache writes during a long pass, so an interrupted run resumes instead of restarting.
 SAVE_EVERY = 250
@@ -161,11 +161,8 @@ class EmbeddingCache:
             vector = self._entries[key]
             if vector is not None:
                 vectors[row], found[row] = vector, True
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        with temporary.open("wb") as handle:
+        with atomic_writer(self.path) as handle:
             np.savez(handle, keys=np.array(keys, dtype=str), found=found, vectors=vectors)
-        os.replace(temporary, self.path)
         self._dirty = False
 
 

@@ -1,7 +1,7 @@
 """The peer pipeline: ``face_recognition`` (dlib HOG detector, dlib 5-point landmarks and chip,
 the same dlib ResNet descriptor we export to ONNX).
 
-It is installed for the benchmark only (DESIGN.md):
+It is installed for the benchmark only (docs/decisions/benchmarks.md):
 ``pip install dlib-bin face_recognition_models click "setuptools<81"`` then
 ``pip install --no-deps face_recognition``.
 """

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
-from search_service.video import FaceObservation
+from search_service.domain import FaceObservation
 
 PHOTO_SIDE = 150
 CLIP_SIZE = (480, 270)  # width, height

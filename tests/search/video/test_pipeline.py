@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
+from search_service.domain import FaceObservation
 from search_service.video import (
-    FaceObservation,
     TrackerConfig,
     VideoCancelled,
     VideoDecodeError,

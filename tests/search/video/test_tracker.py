@@ -6,7 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from search_service.video import FaceObservation, FaceTracker, Person, TrackerConfig
+from search_service.domain import FaceObservation, Person
+from search_service.video import FaceTracker, TrackerConfig
 from search_service.video.tracker import (
     box_iou,
     face_quality,

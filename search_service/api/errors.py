@@ -1,0 +1,91 @@
+"""The one map from the service's errors to HTTP: statuses, the handler, and their OpenAPI text.
+
+Every error reaches the client as FastAPI's shape, ``{"detail": ...}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from search_service.api.schemas import ErrorResponse, InvalidRequestResponse
+from search_service.errors import (
+    ConflictError,
+    EmbedderProtocolError,
+    EmbedderRejectedError,
+    EmbedderUnavailableError,
+    IndexUnavailableError,
+    ModelMismatchError,
+    NoFaceError,
+    NotFoundError,
+    RejectionReason,
+    ServiceError,
+    UploadTooLargeError,
+)
+
+_STATUSES: dict[type[ServiceError], int] = {
+    NotFoundError: 404,
+    ConflictError: 409,
+    ModelMismatchError: 409,
+    UploadTooLargeError: 413,
+    NoFaceError: 422,
+    EmbedderProtocolError: 502,
+    EmbedderUnavailableError: 503,
+    IndexUnavailableError: 503,
+}
+# The embedder's verdict on an upload reaches the client with the status the embedder gave it.
+_REJECTION_STATUSES: dict[RejectionReason, int] = {
+    "unreadable": 400,
+    "too_large": 413,
+    "unsupported": 415,
+    "invalid": 422,
+}
+
+
+def status_of(error: ServiceError) -> int:
+    if isinstance(error, EmbedderRejectedError):
+        return _REJECTION_STATUSES[error.reason]
+    for kind in type(error).__mro__:
+        if kind in _STATUSES:
+            return _STATUSES[kind]
+    return 500
+
+
+async def _service_error(_: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, ServiceError)
+    return JSONResponse({"detail": error.detail}, status_code=status_of(error))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ServiceError, _service_error)
+
+
+_DESCRIPTIONS = {
+    400: "The embedder could not read the photo (named in `detail`).",
+    404: "No such id.",
+    409: "The embedder runs another model than the one this index was built with.",
+    413: "Upload too large: the whole body, or one photo (named in `detail`).",
+    415: "Not an image format the embedder reads (file named in `detail`).",
+    422: "Invalid parameters, or no face in the query photo.",
+    502: "The embedder answered something unexpected.",
+    503: "The embedder or the index is unreachable or failing; retry later.",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI documentation of the errors a route can answer with, all shaped {"detail": ...}."""
+    return {
+        code: {
+            "description": _DESCRIPTIONS[code],
+            "model": InvalidRequestResponse if code == 422 else ErrorResponse,
+        }
+        for code in codes
+    }
+
+
+def invalid_parameter(location: tuple[str, ...], message: str, value: Any) -> RequestValidationError:
+    """A 422 in FastAPI's own shape, for checks that span several fields."""
+    return RequestValidationError([{"type": "value_error", "loc": location, "msg": message, "input": value}])

@@ -1,0 +1,226 @@
+"""Every request and response body of the public API.
+
+Field names of the public API (docs/ARCHITECTURE.md) are a contract with clients: add fields,
+never rename. Domain records become these models in ``presenters``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from search_service.domain import Box, JobState, Source, TimeRange
+
+COLLECTION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+DEFAULT_K = 20
+MAX_K = 1000
+
+
+class ErrorResponse(BaseModel):
+    detail: str = Field(description="What went wrong, naming the offending file where there is one.")
+
+
+class InvalidRequestResponse(BaseModel):
+    detail: list[dict[str, Any]] | str = Field(
+        description="FastAPI's list of parameter errors, or a sentence (e.g. no face in the query photo)."
+    )
+
+
+class Face(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    box: Box = Field(description="x1, y1, x2, y2 in pixels of the upright (EXIF-rotated) photo.")
+    score: float = Field(description="Detection confidence.")
+    landmarks: list[tuple[float, float]] | None = Field(
+        default=None, description="Eyes, nose, mouth corners: [[x, y] x 5]."
+    )
+
+
+class Media(BaseModel):
+    """What photos and videos share."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    collection: str
+    external_id: str | None
+    sha256: str = Field(description="Digest of the stored bytes: the same file twice is recognised by it.")
+    filename: str | None
+    content_type: str
+    size_bytes: int
+    width: int | None
+    height: int | None
+    created_at: str
+
+
+class Image(Media):
+    metadata: dict[str, Any]
+    faces: list[Face]
+
+
+class IngestedImage(Image):
+    duplicate: bool = Field(description="True when this photo was already stored in the collection.")
+
+
+class IngestResponse(BaseModel):
+    images: list[IngestedImage] = Field(description="One entry per uploaded photo, in upload order.")
+
+
+class ImageList(BaseModel):
+    images: list[Image]
+    next_after: int | None = Field(description="Pass as `after` for the next page; null on the last page.")
+
+
+class Hit(BaseModel):
+    score: float = Field(description="Cosine similarity of the two faces' embeddings, -1..1.")
+    match: bool = Field(description="Whether `score` reaches the match threshold.")
+    source: Source
+    id: int = Field(description="The image id or video id.")
+    face_id: int
+    external_id: str | None
+    collection: str
+    box: Box = Field(description="The matched face's box in its photo; videos: in the frame at `best_time`.")
+    time_ranges: list[TimeRange] | None = Field(
+        description="Videos: [[start_s, end_s], ...] where this person appears; null for images."
+    )
+    range_scores: list[float] | None = Field(
+        default=None,
+        description="Videos: per entry of `time_ranges`, the query's best similarity to the person there.",
+    )
+    best_time: float | None = Field(
+        default=None,
+        description="Videos: the second of `box`'s frame: the clearest face of the best-matching track.",
+    )
+    person: int | None = Field(
+        default=None,
+        description="Videos: the person's number in the video (one hit per person: its best-scoring face).",
+    )
+    thumbnail_url: str | None = Field(default=None, description="Videos: the face at `best_time`, as JPEG.")
+
+
+class QueryFace(BaseModel):
+    box: Box
+    score: float = Field(description="Detection confidence of this face in the query photo.")
+    hits: list[Hit] = Field(description="Best first; up to `k`.")
+
+
+class SearchResponse(BaseModel):
+    faces: list[QueryFace] = Field(description="Every face found in the query photo, with its own hits.")
+    threshold: float = Field(
+        description="The match threshold applied: the request's, else the service's setting, else the one "
+        "calibrated for the embedding model."
+    )
+
+
+class SearchParams(BaseModel):
+    k: int = Field(DEFAULT_K, ge=1, le=MAX_K)
+    threshold: float | None = Field(None, ge=-1.0, le=1.0)
+    collection: str | None = Field(None, pattern=COLLECTION_PATTERN)
+    source: Literal["images", "videos", "all"] = "all"
+
+
+class CollectionInfo(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str
+    images: int
+    videos: int
+    faces: int
+
+
+class CollectionList(BaseModel):
+    collections: list[CollectionInfo]
+
+
+class IndexStatus(BaseModel):
+    backend: str
+    ok: bool
+    faces: int
+    details: dict[str, Any]
+
+
+class EmbedderStatus(BaseModel):
+    url: str
+    ok: bool
+    model: str | None = None
+    dimension: int | None = None
+    match_threshold: float | None = Field(default=None, description="Calibrated for the model.")
+    error: str | None = None
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded", "down"] = Field(
+        description="ok; degraded: the embedder is unreachable (stored data is still served); "
+        "down: the index cannot serve."
+    )
+    index: IndexStatus
+    embedder: EmbedderStatus
+
+
+class VideoAccepted(BaseModel):
+    job_id: int = Field(description="Follow the analysis at `GET /jobs/{job_id}`.")
+    video_id: int
+    duplicate: bool = Field(
+        description="The collection already held this video (same bytes): its job is returned, or a new "
+        "one when the last failed or was cancelled."
+    )
+
+
+class Job(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    video_id: int
+    state: JobState
+    progress: float = Field(ge=0, le=1, description="Fraction of the video analysed.")
+    frames_processed: int = Field(description="Sampled frames analysed so far.")
+    faces_found: int = Field(description="Faces detected in them (every sighting counts).")
+    error: str | None = Field(description="Why the job failed.")
+    attempts: int = Field(description="Runs started: a restart of the service re-runs a job from scratch.")
+    timings: dict[str, float] | None = Field(
+        description="Done jobs: wall seconds in decode, detect_embed (the embedder), tracking, and in total."
+    )
+    created_at: str
+    updated_at: str
+    started_at: str | None
+    finished_at: str | None
+
+
+class VideoTrack(BaseModel):
+    id: int
+    start: float = Field(description="Seconds.")
+    end: float
+    faces: int = Field(description="Sampled frames in which the face was seen.")
+    best_time: float = Field(description="The second of the clearest face, shown by `thumbnail_url`.")
+    box: Box = Field(description="That face's box, in source pixels.")
+    thumbnail_url: str | None
+
+
+class VideoPerson(BaseModel):
+    index: int
+    time_ranges: list[TimeRange] = Field(description="[[start_s, end_s], ...], sorted and disjoint.")
+    tracks: list[VideoTrack] = Field(description="Its continuous appearances, grouped into this person.")
+    thumbnail_url: str | None = Field(description="The person's clearest face.")
+
+
+class Video(Media):
+    duration: float | None = Field(description="Seconds; null (as fps, width, height) until analysed.")
+    fps: float | None
+    state: JobState | None = Field(description="The state of the video's latest job.")
+    job_id: int | None
+    error: str | None = Field(description="Why the latest job failed.")
+    people: list[VideoPerson] = Field(description="Empty until the analysis is done.")
+
+
+class VideoForm(BaseModel):
+    """The text fields of `POST /videos`."""
+
+    collection: str | None = Field(None, pattern=COLLECTION_PATTERN)
+    external_id: str | None = Field(None, max_length=1024)
+
+
+class VideoList(BaseModel):
+    videos: list[Video]
+    next_after: int | None = Field(description="Pass as `after` for the next page; null on the last page.")

@@ -1,0 +1,1 @@
+"""Clients of the services this one depends on (the embedder)."""

@@ -1,0 +1,37 @@
+"""Faces from the embedder, checked against the store's embedding model on every answer.
+
+Every ``/faces`` answer names the model that made its embeddings: vectors of any other model
+than the one the store holds are refused right there (ModelMismatchError), before anything is
+stored or compared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Protocol
+
+from search_service.clients.embedder import EmbedderClient
+from search_service.domain import Detection, Upload
+from search_service.storage.embedding_model import EmbeddingModelRecord
+
+
+class DetectsFaces(Protocol):
+    """What needs faces detected and embedded: the checked detector below, or the bare client."""
+
+    async def detect(
+        self, uploads: Sequence[Upload], *, min_face_size: int | None = None, threshold: float | None = None
+    ) -> Detection: ...
+
+
+class FaceDetector:
+    def __init__(self, embedder: EmbedderClient, model_record: EmbeddingModelRecord) -> None:
+        self._embedder = embedder
+        self._model_record = model_record
+
+    async def detect(
+        self, uploads: Sequence[Upload], *, min_face_size: int | None = None, threshold: float | None = None
+    ) -> Detection:
+        detection = await self._embedder.detect(uploads, min_face_size=min_face_size, threshold=threshold)
+        await asyncio.to_thread(self._model_record.ensure, detection.model)
+        return detection

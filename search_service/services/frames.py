@@ -1,0 +1,50 @@
+"""Video frames to face observations, through the embedder: the pipeline's ``detect_and_embed``."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+
+import numpy as np
+
+from search_service.domain import DetectedFace, FaceObservation, Upload
+from search_service.services.faces import DetectsFaces
+from search_service.settings import VideoSettings
+from search_service.video.jpeg import encode_jpeg
+
+
+def _observation(face: DetectedFace) -> FaceObservation:
+    landmarks = None if face.landmarks is None else np.asarray(face.landmarks, np.float64)
+    return FaceObservation(box=face.box, score=face.score, landmarks=landmarks, embedding=face.embedding)
+
+
+class FrameEmbedder:
+    """Called from a worker thread: frames go to the embedder as JPEG through the async client
+    on ``loop``; the faces come back as tracker observations in the frames' pixels."""
+
+    def __init__(
+        self, detector: DetectsFaces, loop: asyncio.AbstractEventLoop, settings: VideoSettings
+    ) -> None:
+        self._detector = detector
+        self._loop = loop
+        self._settings = settings
+
+    def __call__(self, frames: list[np.ndarray]) -> list[list[FaceObservation]]:
+        uploads = [self._upload(number, frame) for number, frame in enumerate(frames)]
+        # MTCNN's cost follows the first level of its pyramid (12 / min_face_size): a frame of side
+        # S is detected as if it were detect_side large by asking for proportionally larger faces.
+        side = max(max(frame.shape[:2]) for frame in frames)
+        smallest = self._settings.min_face_size
+        min_face = max(smallest, math.ceil(smallest * side / self._settings.detect_side))
+        detection = asyncio.run_coroutine_threadsafe(
+            self._detector.detect(
+                uploads, min_face_size=min_face, threshold=self._settings.detection_threshold
+            ),
+            self._loop,
+        ).result()
+        return [[_observation(face) for face in image.faces] for image in detection.images]
+
+    def _upload(self, number: int, frame_rgb: np.ndarray) -> Upload:
+        data = encode_jpeg(frame_rgb, self._settings.jpeg_quality)
+        return Upload(f"frame{number}.jpg", data, hashlib.sha256(data).hexdigest(), "image/jpeg")

@@ -1,0 +1,61 @@
+"""Durable storage, the source of truth: one SQLite database plus content-addressed files.
+
+Split by aggregate: ``images``, ``videos`` (with their analyses), ``jobs``, ``faces`` (read
+models and the index feed), ``embedding_model``; ``database`` and ``blobs`` are the plumbing.
+Every face row carries its embedding, so any vector index can be rebuilt from here alone. Writes
+follow one order: file durable, then rows committed, then the caller acknowledges; a crash loses
+nothing acknowledged, and its only debris, an unreferenced file, is swept at the next open.
+Storage takes and returns the plain records of ``search_service.domain``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from search_service.storage.blobs import BlobStore
+from search_service.storage.database import FILE_NAME, Database
+from search_service.storage.embedding_model import EmbeddingModelRecord
+from search_service.storage.faces import FaceRepository
+from search_service.storage.faults import FaultHook, no_faults
+from search_service.storage.images import ImageRepository
+from search_service.storage.jobs import JobRepository
+from search_service.storage.media import referenced_files
+from search_service.storage.videos import VideoRepository
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Storage:
+    data_dir: Path
+    database: Database
+    images: ImageRepository
+    videos: VideoRepository
+    jobs: JobRepository
+    faces: FaceRepository
+    embedding_model: EmbeddingModelRecord
+
+    @classmethod
+    def open(cls, data_dir: Path, faults: FaultHook = no_faults) -> Storage:
+        """Open (creating if needed) the store in ``data_dir`` and sweep crash debris."""
+        data_dir.mkdir(parents=True, exist_ok=True)
+        database = Database(data_dir / FILE_NAME)
+        blobs = BlobStore(data_dir / "media", faults)
+        removed = blobs.sweep(referenced_files(database))
+        if removed:
+            log.info("removed unreferenced files left by an interrupted write", files=removed)
+        return cls(
+            data_dir=data_dir,
+            database=database,
+            images=ImageRepository(database, blobs, faults),
+            videos=VideoRepository(database, blobs),
+            jobs=JobRepository(database),
+            faces=FaceRepository(database),
+            embedding_model=EmbeddingModelRecord(database),
+        )
+
+    def close(self) -> None:
+        self.database.close()

@@ -1,0 +1,165 @@
+"""The embedder's HTTP API over a stand-in detector and a tiny encoder built here.
+
+Everything behind the routes is the service's own code (decoding, limits, options, alignment,
+batching, flip averaging, ONNX Runtime, the response), except face detection: MTCNN needs the
+built models, so :class:`FakeDetector` "sees" a fixed set of faces, filtered by the options
+the request reaches it with, as MTCNN filters its own. Nothing here reads ``models/`` or
+``../shared``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from fastapi.testclient import TestClient
+from onnx import TensorProto, helper, numpy_helper
+from PIL import Image
+
+from embedder_service.main import create_app
+from embedder_service.models.aligner import FaceAligner
+from embedder_service.models.detector import Detection
+from embedder_service.models.encoder import EncoderSpec, FaceEncoder
+from embedder_service.models.manifest import Manifest, ModelRecord
+from embedder_service.models.pipeline import FacePipeline
+from embedder_service.service import EmbedderService
+from embedder_service.settings import EmbedderSettings
+
+CHIP = 16
+DIMENSION = 8
+MATCH_THRESHOLD = 0.42
+# Where the five landmarks sit in a face box, as fractions of its side.
+LANDMARKS = np.array([[0.3, 0.35], [0.7, 0.35], [0.5, 0.55], [0.35, 0.75], [0.65, 0.75]])
+# The faces the stand-in detector sees, left to right along the top of an image: (side, score).
+# Each is found only where it fits in the image, is at least min_face_size and scores above
+# the O-Net threshold, so the options' effects show in the answer.
+FACES = [(16, 0.99), (40, 0.95), (40, 0.75), (40, 0.6)]
+GAP = 4
+FACE_ROW_WIDTH = GAP + sum(side + GAP for side, _ in FACES)  # an image this wide shows them all
+
+
+class FakeDetector:
+    """MTCNN's interface without its models: finds the faces of :data:`FACES` that pass."""
+
+    @property
+    def providers_in_use(self) -> list[str]:
+        return ["CPUExecutionProvider"]
+
+    def detect(
+        self,
+        image: np.ndarray,
+        min_face_size: int,
+        thresholds: tuple[float, float, float],
+        max_faces: int | None = None,
+    ) -> list[Detection]:
+        height, width = image.shape[:2]
+        found = []
+        left = GAP
+        for side, score in FACES:
+            box = np.array([left, GAP, left + side, GAP + side], dtype=np.float64)
+            if box[2] <= width and box[3] <= height and side >= min_face_size and score > thresholds[2]:
+                found.append(Detection(box=box, score=score, landmarks=box[:2] + LANDMARKS * side))
+            left += side + GAP
+        found.sort(key=lambda face: -face.score)
+        return found[:max_faces]
+
+
+def tiny_encoder() -> onnx.ModelProto:
+    """N x 3 x CHIP x CHIP -> N x DIMENSION: one fixed random linear map."""
+    weights = np.random.default_rng(0).standard_normal((3 * CHIP * CHIP, DIMENSION)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Flatten", ["chips"], ["flat"], axis=1),
+            helper.make_node("MatMul", ["flat", "weights"], ["embedding"]),
+        ],
+        "tiny_encoder",
+        [helper.make_tensor_value_info("chips", TensorProto.FLOAT, ["N", 3, CHIP, CHIP])],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["N", DIMENSION])],
+        initializer=[numpy_helper.from_array(weights, "weights")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Manifest]:
+    """A models directory holding the tiny encoder, and the manifest that describes it."""
+    directory = tmp_path_factory.mktemp("tiny_models")
+    path = directory / "tiny_v1.onnx"
+    onnx.save(tiny_encoder(), path)
+    spec = EncoderSpec(
+        name="tiny_v1",
+        file=path.name,
+        dimension=DIMENSION,
+        input_size=CHIP,
+        mean=(127.5, 127.5, 127.5),
+        scale=(1 / 128, 1 / 128, 1 / 128),
+        landmark_template=[(x, y) for x, y in (LANDMARKS * CHIP).tolist()],
+        match_threshold=MATCH_THRESHOLD,
+    )
+
+    def record(name: str, task: str, file: str, sha256: str) -> ModelRecord:
+        return ModelRecord.model_validate(
+            {
+                "name": name,
+                "task": task,
+                "file": file,
+                "sha256": sha256,
+                "version": "1",
+                "source_package": "tests",
+                "source_version": "0",
+                "source_file": "tests/embedder/api/conftest.py",
+            }
+        )
+
+    records = [
+        record("fake_detector", "detection", "fake_detector.onnx", "0" * 64),
+        record("tiny_v1", "recognition", path.name, hashlib.sha256(path.read_bytes()).hexdigest()),
+    ]
+    return directory, Manifest(models=records, encoders=[spec])
+
+
+AppFactory = Callable[..., TestClient]
+
+
+@pytest.fixture
+def make_client(tiny_models: tuple[Path, Manifest]) -> Iterator[AppFactory]:
+    """Starts the app on settings read from the environment, then ``overrides``; returns its client."""
+    directory, manifest = tiny_models
+    spec = manifest.encoder("tiny_v1")
+
+    def make(stack: ExitStack, **overrides: Any) -> TestClient:
+        settings = EmbedderSettings(
+            models_dir=directory, log_json=False, providers=["CPUExecutionProvider"], **overrides
+        )
+        pipeline = FacePipeline(
+            detector=FakeDetector(),
+            aligner=FaceAligner(np.array(spec.landmark_template), spec.input_size, settings.alignment),
+            encoder=FaceEncoder(spec, directory, settings.providers, intra_op_threads=1),
+            flip_augment=settings.flip_augment,
+        )
+        app = create_app(service=EmbedderService(settings, pipeline, manifest))
+        return stack.enter_context(TestClient(app))
+
+    with ExitStack() as stack:
+        yield functools.partial(make, stack)
+
+
+@pytest.fixture
+def client(make_client: AppFactory) -> TestClient:
+    return make_client()
+
+
+def photo(width: int = FACE_ROW_WIDTH, height: int = 64, fmt: str = "JPEG", seed: int = 0) -> bytes:
+    """A noisy image of the given size: noise, so that different seeds embed differently."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=fmt)
+    return buffer.getvalue()

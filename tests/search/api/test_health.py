@@ -1,0 +1,57 @@
+"""Health, metrics and the OpenAPI documentation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi.testclient import TestClient
+
+from search_service.main import create_app
+from search_service.settings import SearchSettings
+from tests.search.fakes import MATCH_THRESHOLD, photo
+
+
+def test_health_metrics_and_docs(client: TestClient) -> None:
+    health = client.get("/healthz").json()
+    assert health["status"] == "ok"
+    assert health["embedder"] == {
+        "url": health["embedder"]["url"],
+        "ok": True,
+        "model": "fake-embedder-v1",
+        "dimension": 128,
+        "match_threshold": MATCH_THRESHOLD,
+        "error": None,
+    }
+    assert health["index"]["backend"] == "embedded" and health["index"]["ok"]
+    metrics = client.get("/metrics").text
+    assert 'http_requests_total{method="GET",route="/healthz",status="200"}' in metrics
+    spec = client.get("/openapi.json").json()
+    operations = {(path, method) for path, item in spec["paths"].items() for method in item}
+    assert operations >= {
+        ("/images", "post"),
+        ("/images", "get"),
+        ("/images/{image_id}", "get"),
+        ("/images/{image_id}", "delete"),
+        ("/images/{image_id}/file", "get"),
+        ("/search", "post"),
+        ("/collections", "get"),
+        ("/healthz", "get"),
+        ("/metrics", "get"),
+    }
+    search_doc = spec["paths"]["/search"]["post"]
+    assert {"200", "409", "413", "415", "422", "502", "503"} <= set(search_doc["responses"])
+    assert {p["name"] for p in search_doc["parameters"]} == {"k", "threshold", "collection", "source"}
+    assert client.get("/docs").status_code == 200
+
+
+def test_embedder_down_is_a_503_and_degraded_health(make_settings: Callable[..., SearchSettings]) -> None:
+    # Port 9 (discard) has no listener here: connections are refused.
+    settings = make_settings(embedder={"url": "http://127.0.0.1:9", "retries": 1})
+    with TestClient(create_app(settings)) as client:
+        response = client.post("/search", files={"image": ("q.png", photo("vic"), "image/png")})
+        assert response.status_code == 503
+        assert "embedder at http://127.0.0.1:9 unavailable" in response.json()["detail"]
+        health = client.get("/healthz")
+        assert health.status_code == 200
+        assert health.json()["status"] == "degraded" and not health.json()["embedder"]["ok"]
+        assert health.json()["embedder"]["error"]
