@@ -15,7 +15,7 @@ WEIGHT_PACKAGES := facenet-pytorch==2.6.0 face_recognition_models==0.3.0
 # onnxruntime-gpu instead with: make venv ORT_EXTRA=gpu
 ORT_EXTRA ?= cpu
 # The development venv holds both services (each Docker image installs only its own extra).
-EXTRAS := embedder,search,opensearch,$(ORT_EXTRA),build,test
+EXTRAS := embedder,search,opensearch,milvus,$(ORT_EXTRA),build,test
 # What `make typecheck` checks.
 TYPED := embedder_service search_service facesearch_common tools tests
 # `make unit`: neither the built models nor ../shared/data, nothing slow (tests/conftest.py marks

@@ -1,7 +1,9 @@
 # syntax=docker/dockerfile:1
 # The search service alone: search_service + facesearch_common, `.[search,opensearch]` (no
-# embedder code, no ONNX Runtime). State lives in /data; vectors in OpenSearch or the embedded index.
+# embedder code, no ONNX Runtime). State lives in /data; vectors in OpenSearch, Milvus or the
+# embedded index. EXTRA_EXTRAS adds extras to the install: `,milvus` for docker-compose.milvus.yml.
 FROM python:3.11-slim
+ARG EXTRA_EXTRAS=""
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 OPENBLAS_NUM_THREADS=1
 RUN useradd --system --no-create-home --shell /usr/sbin/nologin facesearch \
     && mkdir /data && chown facesearch /data
@@ -9,7 +11,7 @@ WORKDIR /app
 COPY pyproject.toml ./
 COPY facesearch_common facesearch_common
 COPY search_service search_service
-RUN python3 -m venv /venv && /venv/bin/pip install --no-cache-dir ".[search,opensearch]"
+RUN python3 -m venv /venv && /venv/bin/pip install --no-cache-dir ".[search,opensearch${EXTRA_EXTRAS}]"
 USER facesearch
 ENV PATH=/venv/bin:$PATH SEARCH_HOST=0.0.0.0 SEARCH_PORT=8000 DATA_DIR=/data
 VOLUME /data

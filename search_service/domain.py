@@ -332,9 +332,15 @@ class RankedHit:
 
 @dataclass(frozen=True)
 class QueryFaceResult:
-    box: Box
-    score: float  # detection confidence in the query photo
+    """One face of a query photo, or one person of a query clip (then: their clearest face)."""
+
+    box: Box  # clips: in source pixels of the frame at best_time
+    score: float  # detection confidence
     hits: list[RankedHit]
+    # Clips only: where the person appears in the query clip, and their clearest face.
+    time_ranges: list[TimeRange] | None = None
+    best_time: float | None = None
+    thumbnail_jpeg: bytes | None = None
 
 
 @dataclass(frozen=True)

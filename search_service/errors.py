@@ -26,11 +26,19 @@ class ConflictError(ServiceError):
 
 
 class NoFaceError(ServiceError):
-    """A query photo in which no face was found."""
+    """A query photo or clip in which no face was found."""
 
 
 class UploadTooLargeError(ServiceError):
     """An upload over a configured size limit."""
+
+
+class ClipTooLongError(UploadTooLargeError):
+    """A query clip longer than the configured limit (in seconds)."""
+
+
+class NotAVideoError(ServiceError):
+    """A query clip that is no decodable video (corrupt, empty, audio only, a still image)."""
 
 
 class ModelMismatchError(ServiceError):

@@ -18,15 +18,15 @@ from search_service.settings import SearchSettings, get_settings
 
 log = structlog.get_logger(__name__)
 
-# Room for the multipart framing and the form fields around the query photo.
+# Room for the multipart framing and the form fields around an uploaded file.
 _MULTIPART_OVERHEAD = 64 * 1024
 
 DESCRIPTION = """
 Reverse face search over your own photos and videos. Ingest photos with `POST /images`, videos
-with `POST /videos` (analysed in the background: follow `GET /jobs/{id}`); search with a photo at
-`POST /search`: every face found in it gets a ranked list of the stored faces (photos) and people
-(videos, with the time ranges they appear in) most like it, with cosine similarity scores and a
-match flag. Errors are JSON `{"detail": ...}`.
+with `POST /videos` (analysed in the background: follow `GET /jobs/{id}`); search with a photo or a
+short video clip at `POST /search`: every face found in the photo (every person in the clip) gets a
+ranked list of the stored faces (photos) and people (videos, with the time ranges they appear in)
+most like it, with cosine similarity scores and a match flag. Errors are JSON `{"detail": ...}`.
 """
 
 
@@ -58,7 +58,8 @@ def create_app(settings: SearchSettings | None = None) -> FastAPI:
         UploadLimitMiddleware,
         limits={
             "/images": uploads.max_request_bytes,
-            "/search": uploads.max_image_bytes + _MULTIPART_OVERHEAD,
+            # A photo or a clip: each is held to its own limit while it streams in.
+            "/search": max(uploads.max_image_bytes, settings.video.max_query_bytes) + _MULTIPART_OVERHEAD,
             "/videos": uploads.max_video_bytes + _MULTIPART_OVERHEAD,
         },
     )

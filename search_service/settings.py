@@ -3,8 +3,9 @@
 Settings come in groups, one per consumer, each read with its own prefix and handed whole to the
 component that uses it: ``EmbedderClientSettings`` to the embedder client, ``UploadSettings`` to
 the upload routes, ``HnswSettings`` to the embedded index, ``OpenSearchSettings`` to the
-OpenSearch backend, ``VideoSettings`` to video ingest. Names shared with the rest of the product
-(``DATA_DIR``, ``EMBEDDER_URL``, ``INDEX_BACKEND``, ``OPENSEARCH_URL``) are read without a prefix.
+OpenSearch backend, ``MilvusSettings`` to the Milvus backend, ``VideoSettings`` to video ingest.
+Names shared with the rest of the product (``DATA_DIR``, ``EMBEDDER_URL``, ``INDEX_BACKEND``,
+``OPENSEARCH_URL``, ``MILVUS_URI``) are read without a prefix.
 Why each default is what it is: docs/decisions/.
 """
 
@@ -14,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from facesearch_common.settings import ServiceSettings, SettingsGroup
@@ -96,6 +97,40 @@ class OpenSearchSettings(SettingsGroup):
         return None
 
 
+class MilvusSettings(SettingsGroup):
+    """The Milvus backend (``INDEX_BACKEND=milvus``; ``MILVUS_URI``, ``SEARCH_MILVUS_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="SEARCH_MILVUS_")
+
+    # A server (http://host:19530, https://...), or a Milvus Lite file (a path ending in .db) given
+    # as SEARCH_MILVUS_URI: pymilvus reads MILVUS_URI itself when imported and takes only URLs there.
+    uri: str = Field(
+        default="http://127.0.0.1:19530", validation_alias=AliasChoices("MILVUS_URI", "SEARCH_MILVUS_URI")
+    )
+    # "user:password", or an API key, when the server checks them.
+    token: SecretStr | None = None
+    # Unset: the server's default database.
+    db_name: str | None = None
+    # Milvus collection names: letters, digits and underscores, not starting with a digit.
+    collection: str = Field(default="facesearch_faces", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+    hnsw_m: int = Field(default=16, ge=2, le=2048)
+    ef_construction: int = Field(default=200, ge=1)
+    # Raised to k when a search asks for more hits (Milvus needs ef >= k).
+    ef_search: int = Field(default=128, ge=1, le=32_768)
+    # Faces per insert request while building or repairing (each request is retried whole).
+    insert_batch: int = Field(default=1000, ge=1)
+    # Faces added since the last flush that trigger one (best effort): Milvus Lite searches rows
+    # not yet flushed without their index. A server seals segments by itself.
+    flush_every: int = Field(default=10_000, ge=1)
+    # Per request; pymilvus retries a broken connection within it before it gives up.
+    timeout_s: float = Field(default=10.0, gt=0)
+    # Inserts, deletes, and creating, loading or dropping the collection.
+    bulk_timeout_s: float = Field(default=120.0, gt=0)
+    retries: int = Field(default=2, ge=0)
+    backoff_s: float = Field(default=0.25, ge=0)
+    connect_wait_s: float = Field(default=60.0, ge=0)
+
+
 class VideoSettings(SettingsGroup):
     """Video ingest (``SEARCH_VIDEO_*``)."""
 
@@ -117,6 +152,10 @@ class VideoSettings(SettingsGroup):
     # Detection confidence a face in a video frame needs (photos keep the embedder's own).
     detection_threshold: float = Field(default=0.9, gt=0, lt=1)
     jpeg_quality: int = Field(default=90, ge=50, le=100)
+    # Search by video clip (`POST /search` with `video`): analysed while the client waits, so bounded
+    # by the clip's length (read from the container before decoding) and by its size.
+    max_query_seconds: float = Field(default=60.0, gt=0)
+    max_query_bytes: int = Field(default=200 * MiB, gt=0)
 
 
 class SearchSettings(ServiceSettings):
@@ -124,7 +163,7 @@ class SearchSettings(ServiceSettings):
 
     port: int = 8000
     data_dir: Path = Field(default=Path("data"), validation_alias="DATA_DIR")
-    index_backend: Literal["embedded", "opensearch"] = Field(
+    index_backend: Literal["embedded", "opensearch", "milvus"] = Field(
         default="embedded", validation_alias="INDEX_BACKEND"
     )
     # Cosine similarity at or above which a hit is reported as `match: true`. Unset, the threshold
@@ -136,6 +175,7 @@ class SearchSettings(ServiceSettings):
     uploads: UploadSettings = Field(default_factory=UploadSettings)
     hnsw: HnswSettings = Field(default_factory=HnswSettings)
     opensearch: OpenSearchSettings = Field(default_factory=OpenSearchSettings)
+    milvus: MilvusSettings = Field(default_factory=MilvusSettings)
     video: VideoSettings = Field(default_factory=VideoSettings)
 
 

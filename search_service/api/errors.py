@@ -20,6 +20,7 @@ from search_service.errors import (
     IndexUnavailableError,
     ModelMismatchError,
     NoFaceError,
+    NotAVideoError,
     NotFoundError,
     RejectionReason,
     ServiceError,
@@ -31,6 +32,7 @@ _STATUSES: dict[type[ServiceError], int] = {
     ConflictError: 409,
     ModelMismatchError: 409,
     UploadTooLargeError: 413,
+    NotAVideoError: 415,
     NoFaceError: 422,
     EmbedderProtocolError: 502,
     EmbedderUnavailableError: 503,
@@ -67,9 +69,12 @@ _DESCRIPTIONS = {
     400: "The embedder could not read the photo (named in `detail`).",
     404: "No such id.",
     409: "The embedder runs another model than the one this index was built with.",
-    413: "Upload too large: the whole body, or one photo (named in `detail`).",
-    415: "Not an image format the embedder reads (file named in `detail`).",
-    422: "Invalid parameters, or no face in the query photo.",
+    413: "Upload too large: the whole body, or one photo (named in `detail`); a query clip over its "
+    "size or length limit.",
+    415: "Not an image format the embedder reads, or a query clip that is no decodable video (file "
+    "named in `detail`).",
+    422: "Invalid parameters (search: both or neither of `image` and `video`), or no face in the query "
+    "photo or clip.",
     502: "The embedder answered something unexpected.",
     503: "The embedder or the index is unreachable or failing; retry later.",
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from dataclasses import asdict
 
 from search_service.api.schemas import (
@@ -20,6 +21,11 @@ from search_service.domain import ImageRecord, PersonRecord, RankedHit, SearchRe
 
 def thumbnail_url(video_id: int, track_id: int) -> str:
     return f"/videos/{video_id}/thumbnails/{track_id}"
+
+
+def data_url(jpeg: bytes) -> str:
+    """A JPEG inline, for faces of a query clip (nothing of it is stored to link to)."""
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
 
 
 def image(record: ImageRecord) -> Image:
@@ -88,7 +94,14 @@ def search_response(result: SearchResult) -> SearchResponse:
     return SearchResponse(
         threshold=result.threshold,
         faces=[
-            QueryFace(box=face.box, score=face.score, hits=[_hit(hit) for hit in face.hits])
+            QueryFace(
+                box=face.box,
+                score=face.score,
+                hits=[_hit(hit) for hit in face.hits],
+                time_ranges=face.time_ranges,
+                best_time=face.best_time,
+                thumbnail_url=None if face.thumbnail_jpeg is None else data_url(face.thumbnail_jpeg),
+            )
             for face in result.faces
         ],
     )

@@ -101,13 +101,34 @@ class Hit(BaseModel):
 
 
 class QueryFace(BaseModel):
-    box: Box
-    score: float = Field(description="Detection confidence of this face in the query photo.")
-    hits: list[Hit] = Field(description="Best first; up to `k`.")
+    """A face of the query photo, or a person of the query clip (shown by their clearest face)."""
+
+    box: Box = Field(description="In the query photo; clips: in the frame at `best_time`.")
+    score: float = Field(description="Detection confidence of this face in the query photo or clip.")
+    hits: list[Hit] = Field(
+        description="Best first; up to `k`. Clips: the person is searched with a few of their faces, "
+        "and each stored face scores its best similarity to any of them."
+    )
+    time_ranges: list[TimeRange] | None = Field(
+        default=None,
+        description="Clips: [[start_s, end_s], ...] where this person appears in the query clip; "
+        "null for photos.",
+    )
+    best_time: float | None = Field(
+        default=None, description="Clips: the second of `box`'s frame, the person's clearest face."
+    )
+    thumbnail_url: str | None = Field(
+        default=None,
+        description="Clips: that face as a `data:image/jpeg;base64,...` URL (nothing of a query is "
+        "stored); null for photos.",
+    )
 
 
 class SearchResponse(BaseModel):
-    faces: list[QueryFace] = Field(description="Every face found in the query photo, with its own hits.")
+    faces: list[QueryFace] = Field(
+        description="Every face found in the query photo, or every person found in the query clip "
+        "(in order of first appearance), with its own hits."
+    )
     threshold: float = Field(
         description="The match threshold applied: the request's, else the service's setting, else the one "
         "calibrated for the embedding model."
@@ -115,6 +136,8 @@ class SearchResponse(BaseModel):
 
 
 class SearchParams(BaseModel):
+    """Options of `POST /search`, as query parameters or form fields."""
+
     k: int = Field(DEFAULT_K, ge=1, le=MAX_K)
     threshold: float | None = Field(None, ge=-1.0, le=1.0)
     collection: str | None = Field(None, pattern=COLLECTION_PATTERN)

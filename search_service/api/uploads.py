@@ -9,7 +9,7 @@ import io
 from fastapi import UploadFile
 from PIL import Image, UnidentifiedImageError
 
-from search_service.domain import Upload
+from search_service.domain import StagedFile, Upload
 from search_service.errors import UploadTooLargeError
 
 
@@ -35,3 +35,13 @@ async def read_upload(file: UploadFile, max_bytes: int) -> Upload:
         raise UploadTooLargeError(f"{name}: photo exceeds the limit of {max_bytes} bytes")
     # Hashing 25 MB takes tens of milliseconds: not on the event loop.
     return await asyncio.to_thread(_upload, name, data, file.content_type)
+
+
+def _staged_upload(staged: StagedFile) -> Upload:
+    data = staged.path.read_bytes()
+    return Upload(staged.filename, data, staged.sha256, _content_type(data, staged.content_type))
+
+
+async def read_staged(staged: StagedFile) -> Upload:
+    """A photo that streamed into a staging file (bounded there), read into memory."""
+    return await asyncio.to_thread(_staged_upload, staged)

@@ -4,13 +4,15 @@ FastAPI's ``UploadFile`` has the whole body spooled to a temporary file elsewher
 runs; a video can be gigabytes, so here the body is parsed as it streams in: the file part goes to a
 staging file in the blob store (hashed on the way, its size checked at every chunk, before writing),
 text fields stay in memory. Any failure removes the staging file, so a refused upload leaves nothing.
+The file may be allowed under one of several field names, each with its own size limit
+(``POST /search``: a photo as ``image`` or a clip as ``video``); exactly one file is accepted.
 """
 
 from __future__ import annotations
 
 import hashlib
 import mimetypes
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
@@ -37,8 +39,9 @@ _GENERIC_TYPES = frozenset({"", "application/octet-stream"})
 class _Parts:
     """Collects the parser's callbacks: file bytes to write, text fields, and the first error."""
 
-    def __init__(self, file_field: str) -> None:
-        self.file_field = file_field
+    def __init__(self, file_fields: Mapping[str, int]) -> None:
+        self.file_fields = file_fields
+        self.file_field: str | None = None  # the file part received, one of file_fields
         self.filename: str | None = None
         self.declared_type = ""
         self.file_parts = 0
@@ -76,10 +79,13 @@ class _Parts:
     def _headers_finished(self) -> None:
         _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
         name = options.get(b"name", b"").decode("utf-8", "replace")
-        if name == self.file_field:
+        if name in self.file_fields:
             self.file_parts += 1
             if self.file_parts > 1:
-                self._fail(invalid_parameter(("body", name), "send one file per request", None))
+                repeated = name == self.file_field
+                message = "send one file per request" if repeated else _one_of(self.file_fields)
+                self._fail(invalid_parameter(("body", name), message, None))
+            self.file_field = name
             filename = options.get(b"filename")
             self.filename = None if filename is None else Path(filename.decode("utf-8", "replace")).name
             self.declared_type = self._headers.get(b"content-type", b"").decode("latin-1").strip()
@@ -106,6 +112,22 @@ class _Parts:
         return guessed or "application/octet-stream"
 
 
+def _one_of(fields: Mapping[str, int]) -> str:
+    names = [f"`{name}`" for name in fields]
+    return f"send either {', '.join(names[:-1])} or {names[-1]}, not both"
+
+
+def _missing(fields: Mapping[str, int]) -> RequestValidationError:
+    if len(fields) == 1:
+        [field] = fields
+        return RequestValidationError(
+            [{"type": "missing", "loc": ("body", field), "msg": "Field required", "input": None}]
+        )
+    names = [f"`{name}`" for name in fields]
+    message = f"no file: send one as {', '.join(names[:-1])} or {names[-1]}"
+    return RequestValidationError([{"type": "missing", "loc": ("body",), "msg": message, "input": None}])
+
+
 def _write(file: IO[bytes], digest: Any, chunks: list[bytes]) -> None:
     for chunk in chunks:
         digest.update(chunk)
@@ -122,10 +144,28 @@ async def receive_upload(
 ) -> tuple[StagedFile, Form]:
     """Stream a multipart body: the ``file_field`` part into a new ``staging()`` file (at most
     ``max_bytes``, else 413), the other fields into ``form_model`` (invalid: 422)."""
+    _, staged, form = await receive_one_of(
+        request, file_fields={file_field: max_bytes}, form_model=form_model, staging=staging
+    )
+    return staged, form
+
+
+async def receive_one_of(
+    request: Request,
+    *,
+    file_fields: Mapping[str, int],
+    form_model: type[Form],
+    staging: Callable[[], IO[bytes]],
+) -> tuple[str, StagedFile, Form]:
+    """Stream a multipart body that carries exactly one file, as one of ``file_fields`` (name: its
+    limit in bytes, over which 413): the file into a new ``staging()`` file, the other fields into
+    ``form_model`` (invalid: 422). No file or more than one is a 422. Returns the file's field name.
+    The caller owns the staging file afterwards: on any failure here it is already removed."""
     media_type, options = parse_options_header(request.headers.get("content-type"))
     if media_type != b"multipart/form-data" or b"boundary" not in options:
-        raise invalid_parameter(("body",), f"send multipart/form-data with a `{file_field}` file", None)
-    parts = _Parts(file_field)
+        names = " or ".join(f"`{name}`" for name in file_fields)
+        raise invalid_parameter(("body",), f"send multipart/form-data with a {names} file", None)
+    parts = _Parts(file_fields)
     parser = MultipartParser(options[b"boundary"], parts.callbacks())
     file = staging()
     path = Path(file.name)
@@ -137,21 +177,21 @@ async def receive_upload(
             if parts.error is not None:
                 raise parts.error
             if parts.pending:
+                assert parts.file_field is not None  # file bytes come only from a file part
                 chunks, parts.pending = parts.pending, []
                 size += sum(len(piece) for piece in chunks)
+                max_bytes = file_fields[parts.file_field]
                 if size > max_bytes:
                     raise UploadTooLargeError(
-                        f"{parts.filename or file_field}: over the limit of {max_bytes} bytes"
+                        f"{parts.filename or parts.file_field}: over the limit of {max_bytes} bytes"
                     )
                 await run_in_threadpool(_write, file, digest, chunks)
         parser.finalize()
         file.close()
         if parser.state not in (MultipartState.END, MultipartState.BOUNDARY_PADDING):
             raise invalid_parameter(("body",), "the multipart body ends before its closing boundary", None)
-        if parts.file_parts == 0:
-            raise RequestValidationError(
-                [{"type": "missing", "loc": ("body", file_field), "msg": "Field required", "input": None}]
-            )
+        if parts.file_field is None:
+            raise _missing(file_fields)
         try:
             form = form_model.model_validate({name: value.decode() for name, value in parts.fields.items()})
         except (ValidationError, UnicodeDecodeError) as error:
@@ -171,5 +211,6 @@ async def receive_upload(
         file.close()
         path.unlink(missing_ok=True)
         raise
-    staged = StagedFile(path, parts.filename or file_field, parts.content_type(), size, digest.hexdigest())
-    return staged, form
+    field = parts.file_field
+    staged = StagedFile(path, parts.filename or field, parts.content_type(), size, digest.hexdigest())
+    return field, staged, form

@@ -57,6 +57,11 @@ class FaceIndex(ABC):
         """Load, and reconcile with the store: afterwards every stored face is searchable."""
 
     @abstractmethod
+    def drop(self) -> None:
+        """Delete everything the backend keeps of this index, persisted state included, so that the
+        next ``open`` builds it anew from the store (``python -m search_service.reindex --rebuild``)."""
+
+    @abstractmethod
     def add(self, batch: FaceBatch) -> None:
         """Make committed faces searchable. Called after the store commit."""
 

@@ -1,7 +1,8 @@
 """Which index backends exist, by the name ``INDEX_BACKEND`` gives them, and how each is built.
 
 A backend is one entry here: a factory from the service settings, which imports its module only
-when called, so that a backend's dependencies (faiss, opensearch-py) load only where it is used.
+when called, so that a backend's dependencies (faiss, opensearch-py, pymilvus) load only where it
+is used.
 """
 
 from __future__ import annotations
@@ -26,9 +27,16 @@ def _opensearch(settings: SearchSettings) -> FaceIndex:
     return OpenSearchIndex(settings.opensearch)
 
 
+def _milvus(settings: SearchSettings) -> FaceIndex:
+    from search_service.index.milvus import MilvusIndex
+
+    return MilvusIndex(settings.milvus)
+
+
 BACKENDS: Mapping[str, IndexFactory] = {
     "embedded": _embedded,
     "opensearch": _opensearch,
+    "milvus": _milvus,
 }
 
 

@@ -44,7 +44,9 @@ class Services:
             index=index,
             embedder=embedder,
             images=ImagesService(storage.images, index, detector),
-            search=SearchService(storage.faces, index, detector, settings.match_threshold),
+            search=SearchService(
+                storage.faces, index, detector, settings.match_threshold, frames, settings.video
+            ),
             videos=videos,
         )
 

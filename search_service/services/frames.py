@@ -31,6 +31,10 @@ class FrameEmbedder:
         self._settings = settings
 
     def __call__(self, frames: list[np.ndarray]) -> list[list[FaceObservation]]:
+        return self.embed(frames)[0]
+
+    def embed(self, frames: list[np.ndarray]) -> tuple[list[list[FaceObservation]], float]:
+        """The faces per frame, and the match threshold calibrated for the model that embedded them."""
         uploads = [self._upload(number, frame) for number, frame in enumerate(frames)]
         # MTCNN's cost follows the first level of its pyramid (12 / min_face_size): a frame of side
         # S is detected as if it were detect_side large by asking for proportionally larger faces.
@@ -43,7 +47,8 @@ class FrameEmbedder:
             ),
             self._loop,
         ).result()
-        return [[_observation(face) for face in image.faces] for image in detection.images]
+        faces = [[_observation(face) for face in image.faces] for image in detection.images]
+        return faces, detection.match_threshold
 
     def _upload(self, number: int, frame_rgb: np.ndarray) -> Upload:
         data = encode_jpeg(frame_rgb, self._settings.jpeg_quality)

@@ -1,15 +1,22 @@
-"""Search by photo: every face in the query gets its own ranked list of stored faces."""
+"""Search by photo or by video clip: every face in the photo, every person in the clip, gets its own
+ranked list of stored faces."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import math
 import time
+from pathlib import Path
 
 import numpy as np
+import structlog
 from prometheus_client import Histogram
 
 from search_service.domain import (
+    FaceObservation,
     HitSource,
+    Person,
     PersonVectors,
     QueryFaceResult,
     RankedHit,
@@ -17,11 +24,19 @@ from search_service.domain import (
     SearchResult,
     TimeRange,
     Upload,
+    VideoAnalysis,
 )
-from search_service.errors import NoFaceError
+from search_service.errors import ClipTooLongError, NoFaceError, NotAVideoError
 from search_service.index.base import FaceIndex, IndexHit
 from search_service.services.faces import FaceDetector
+from search_service.services.frames import FrameEmbedder
+from search_service.services.videos import analyse_video
+from search_service.settings import VideoSettings
 from search_service.storage.faces import FaceRepository
+from search_service.video import VideoDecodeError, probe
+from search_service.video.tracker import select_representatives
+
+log = structlog.get_logger(__name__)
 
 INDEX_SEARCH_SECONDS = Histogram(
     "facesearch_index_search_seconds",
@@ -34,6 +49,11 @@ INDEX_SEARCH_SECONDS = Histogram(
 _OVERFETCH = 4
 # A track's start lies inside exactly one of its person's merged ranges; float slack for the test.
 _EPSILON = 1e-6
+# A person of a query clip is searched with at most this many of their face vectors (see
+# query_vectors and docs/decisions/search.md).
+MAX_QUERY_VECTORS = 4
+# Query vectors closer than this cosine distance are near duplicates: one of them is enough.
+_QUERY_VECTOR_MIN_DISTANCE = 0.04
 
 
 def distinct_hits(
@@ -71,17 +91,45 @@ def distinct_hits(
     return kept
 
 
+def best_of(answers: list[list[IndexHit]], fetch: int) -> list[IndexHit]:
+    """One ranked list from the index's answers (each up to ``fetch`` hits) for the vectors of one
+    query face: every stored face at its best score over them.
+
+    The list stops at the lowest score that every full answer reaches: a face missing from all of
+    them scores below each full answer's last hit, so above that score nothing is missing.
+    """
+    if len(answers) == 1:
+        return answers[0]
+    best: dict[int, IndexHit] = {}
+    for hits in answers:
+        for hit in hits:
+            if hit.face_id not in best or hit.score > best[hit.face_id].score:
+                best[hit.face_id] = hit
+    floor = max((hits[-1].score for hits in answers if len(hits) >= fetch), default=-math.inf)
+    return sorted((hit for hit in best.values() if hit.score >= floor), key=lambda hit: -hit.score)
+
+
+def query_vectors(person: Person) -> np.ndarray:
+    """The vectors a person of a query clip is searched with: up to MAX_QUERY_VECTORS of the
+    representatives of their tracks, as different from one another as they come (poses,
+    lighting), chosen as the tracker chooses a track's (docs/decisions/search.md)."""
+    candidates = np.concatenate([track.representatives for track in person.tracks]).astype(np.float32)
+    return select_representatives(candidates, MAX_QUERY_VECTORS, _QUERY_VECTOR_MIN_DISTANCE)
+
+
 def merged_ranges(
     query: np.ndarray, people: list[HitSource], vectors: dict[tuple[int, int], PersonVectors]
 ) -> tuple[list[TimeRange] | None, list[float] | None]:
     """Videos: the people's time ranges, merged where they overlap, each with the query's best
-    similarity to the tracks that start inside it."""
+    similarity to the tracks that start inside it. ``query``: one vector, or a query face's
+    vectors as rows (then each stored vector scores its best similarity to any of them)."""
+    queries = np.atleast_2d(query)
     scored: list[tuple[float, float, float]] = []
     for where in people:
         person = None if where.person is None else vectors.get((where.media_id, where.person))
         if person is None or where.time_ranges is None:  # a photo, or a video deleted meanwhile
             return people[0].time_ranges, None
-        scores = person.vectors @ query
+        scores = (person.vectors @ queries.T).max(axis=1)
         for start, end in where.time_ranges:
             inside = (person.track_starts >= start - _EPSILON) & (person.track_starts <= end + _EPSILON)
             scored.append((start, end, float(scores[inside].max()) if inside.any() else float("nan")))
@@ -95,26 +143,35 @@ def merged_ranges(
     return [(start, end) for start, end, _ in merged], [score for *_, score in merged]
 
 
+def _ms(seconds: float) -> float:
+    """Times to the millisecond, as stored videos' are: finer is noise at a few samples per second."""
+    return round(seconds, 3)
+
+
 class SearchService:
     def __init__(
-        self, faces: FaceRepository, index: FaceIndex, detector: FaceDetector, threshold: float | None
+        self,
+        faces: FaceRepository,
+        index: FaceIndex,
+        detector: FaceDetector,
+        threshold: float | None,
+        frames: FrameEmbedder,
+        video: VideoSettings,
     ) -> None:
         self._faces = faces
         self._index = index
         self._detector = detector
         self._threshold = threshold  # None: the embedding model's own
+        self._frames = frames
+        self._video = video
 
     async def search(self, upload: Upload, query: SearchQuery) -> SearchResult:
         detection = await self._detector.detect([upload])
         [image] = detection.images
         if not image.faces:
             raise NoFaceError(f"no face found in the query photo {upload.filename!r}")
-        vectors = np.stack([face.embedding for face in image.faces])
-        threshold = next(
-            value
-            for value in (query.threshold, self._threshold, detection.match_threshold)
-            if value is not None
-        )
+        threshold = self._threshold_for(query, detection.match_threshold)
+        vectors = [face.embedding[np.newaxis] for face in image.faces]
         per_face = await asyncio.to_thread(self._rank, vectors, query, threshold)
         return SearchResult(
             threshold=threshold,
@@ -124,20 +181,101 @@ class SearchService:
             ],
         )
 
-    def _rank(self, vectors: np.ndarray, query: SearchQuery, threshold: float) -> list[list[RankedHit]]:
-        """Per query vector, up to k hits best first, one per photo face or video person."""
+    async def search_clip(self, path: Path, filename: str, query: SearchQuery) -> SearchResult:
+        """Every person in the clip at ``path``, as video ingest finds them (sampled frames, the
+        embedder, tracks grouped into people), gets up to ``query.k`` hits, ranked as for a photo
+        face. Nothing is stored; the caller owns (and removes) the file.
+
+        Raises ClipTooLongError past ``max_query_seconds`` (judged from the container before
+        decoding, and again while decoding), NotAVideoError for what does not decode, NoFaceError
+        when nobody is found."""
+        started = time.perf_counter()
+        analysis, model_threshold = await asyncio.to_thread(self._analyse_clip, path, filename)
+        if not analysis.people:
+            raise NoFaceError(f"no face found in the query clip {filename!r}")
+        threshold = self._threshold_for(query, model_threshold)
+        vectors = [query_vectors(person) for person in analysis.people]
+        per_person = await asyncio.to_thread(self._rank, vectors, query, threshold)
+        faces = []
+        for person, hits in zip(analysis.people, per_person, strict=True):
+            best = person.best_track
+            faces.append(
+                QueryFaceResult(
+                    box=best.best_box,
+                    score=best.best_score,
+                    hits=hits,
+                    time_ranges=[(_ms(start), _ms(end)) for start, end in person.time_ranges],
+                    best_time=_ms(best.best_time),
+                    thumbnail_jpeg=best.thumbnail_jpeg or None,
+                )
+            )
+        log.info(
+            "clip searched",
+            duration=analysis.duration,
+            frames_sampled=analysis.frames_sampled,
+            people=len(faces),
+            vectors=sum(len(v) for v in vectors),
+            seconds=round(time.perf_counter() - started, 3),
+        )
+        return SearchResult(threshold=threshold, faces=faces)
+
+    def _threshold_for(self, query: SearchQuery, model_threshold: float | None) -> float:
+        """The request's threshold, else the service's setting, else the embedding model's own."""
+        for value in (query.threshold, self._threshold, model_threshold):
+            if value is not None:
+                return value
+        raise AssertionError("a clip with people went through the embedder, which names its threshold")
+
+    def _analyse_clip(self, path: Path, filename: str) -> tuple[VideoAnalysis, float | None]:
+        """The clip's people (a worker thread), and the match threshold of the model that embedded them."""
+        limit = self._video.max_query_seconds
+        too_long = f"{filename}: a query clip may last at most {limit:g} s"
+        try:
+            info = probe(path)
+        except VideoDecodeError as error:
+            raise NotAVideoError(f"{filename}: not a decodable video: {error}") from error
+        if info.duration > limit:
+            raise ClipTooLongError(f"{too_long}; this one lasts {info.duration:.1f} s")
+        # The container may understate the length: count the samples too (one per 1/sample_fps s).
+        max_samples = math.floor(limit * self._video.sample_fps) + 1
+        samples = 0
+        model_threshold: float | None = None
+
+        def detect(frames: list[np.ndarray]) -> list[list[FaceObservation]]:
+            nonlocal samples, model_threshold
+            samples += len(frames)
+            if samples > max_samples:
+                raise ClipTooLongError(f"{too_long}; this one lasts longer than its header says")
+            faces, model_threshold = self._frames.embed(frames)
+            return faces
+
+        try:
+            analysis = analyse_video(path, detect, self._video)
+        except VideoDecodeError as error:
+            raise NotAVideoError(f"{filename}: not a decodable video: {error}") from error
+        return analysis, model_threshold
+
+    def _rank(self, queries: list[np.ndarray], query: SearchQuery, threshold: float) -> list[list[RankedHit]]:
+        """Per query face (its vectors as rows: one for a photo's face, a few for a clip's person), up
+        to k hits best first, one per photo face or video person; a stored face scores its best
+        similarity to any of the query face's vectors."""
         k = query.k
         fetch = k if query.source == "image" else k * _OVERFETCH
+        vectors = np.concatenate(queries)
+        rows = np.cumsum([0] + [len(vectors_of_face) for vectors_of_face in queries])
         index_seconds = 0.0
         while True:
             started = time.perf_counter()
-            per_face = self._index.search(vectors, fetch, collection=query.collection, source=query.source)
+            answers = self._index.search(vectors, fetch, collection=query.collection, source=query.source)
             index_seconds += time.perf_counter() - started
-            sources = self._faces.describe([hit.face_id for hits in per_face for hit in hits])
-            kept = [distinct_hits(hits, sources, k, threshold) for hits in per_face]
+            per_face = [answers[start:end] for start, end in itertools.pairwise(rows)]
+            merged = [best_of(face_answers, fetch) for face_answers in per_face]
+            sources = self._faces.describe([hit.face_id for hits in merged for hit in hits])
+            kept = [distinct_hits(hits, sources, k, threshold) for hits in merged]
             # Fewer than `fetch` answers means the index has nothing more to give.
             if all(
-                len(hits) == k or len(answer) < fetch for hits, answer in zip(kept, per_face, strict=True)
+                len(hits) == k or all(len(answer) < fetch for answer in face_answers)
+                for hits, face_answers in zip(kept, per_face, strict=True)
             ):
                 break
             fetch *= _OVERFETCH
@@ -154,9 +292,9 @@ class SearchService:
         return [
             [
                 RankedHit(
-                    hit.score, hit.score >= threshold, people[0], *merged_ranges(vector, people, vectors_of)
+                    hit.score, hit.score >= threshold, people[0], *merged_ranges(face, people, vectors_of)
                 )
                 for hit, people in hits
             ]
-            for vector, hits in zip(vectors, kept, strict=True)
+            for face, hits in zip(queries, kept, strict=True)
         ]

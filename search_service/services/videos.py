@@ -34,7 +34,7 @@ from search_service.services.lookup import found
 from search_service.settings import VideoSettings
 from search_service.storage.jobs import JobRepository
 from search_service.storage.videos import VideoRepository
-from search_service.video import VideoDecodeError, process_video
+from search_service.video import DetectAndEmbed, VideoDecodeError, process_video
 
 log = structlog.get_logger(__name__)
 
@@ -50,9 +50,9 @@ SPEED = Histogram(
 
 
 def analyse_video(
-    path: Path, detect: FrameEmbedder, settings: VideoSettings, control: JobControl | None = None
+    path: Path, detect: DetectAndEmbed, settings: VideoSettings, control: JobControl | None = None
 ) -> VideoAnalysis:
-    """process_video with the service's settings (shared with the benchmark)."""
+    """process_video with the service's settings (shared with the benchmark and search by clip)."""
     return process_video(
         path,
         detect,

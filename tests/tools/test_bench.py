@@ -220,3 +220,48 @@ def test_main_also_rewrites_the_accuracy_section(tmp_path: Path) -> None:
 
     evaluation.write_text(json.dumps(document | {"limit": 100}))
     assert main(["--json", str(results), "--readme", str(readme), "--eval-json", str(evaluation)]) == 2
+
+
+def test_the_milvus_lite_row_sits_beside_the_embedded_ones() -> None:
+    from tools.bench.index import NUMPY, MethodResult, milvus_method, section
+
+    def timed(method: str, size: int, median_s: float, build_s: float | None = None) -> MethodResult:
+        return MethodResult(method, size, Timing((median_s,) * 3), 1.0, 1.0, build_s)
+
+    results = [
+        timed(NUMPY, 10_000, 0.0002),
+        timed(milvus_method(), 10_000, 0.007, build_s=1.0),
+        MethodResult(milvus_method(), 1_000, skipped="pymilvus and milvus-lite are not installed"),
+    ]
+    out = section(results, 0.9, {})
+    rows = {row.measurement: row for row in out.rows}
+    row = rows[f"{milvus_method()} @ 10k"]
+    assert row.value == pytest.approx(7.0) and "loaded and indexed in 1.0 s" in row.notes
+    assert [c.baseline for c in row.comparisons] == [NUMPY]
+    assert rows[f"{milvus_method()} @ 1k"].notes == "skipped: pymilvus and milvus-lite are not installed"
+    assert out.summary["milvus_lite_10k_p50_ms"] == "7.000"
+
+
+def test_milvus_lite_is_skipped_with_a_reason_when_absent(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tools.bench import index
+
+    def missing(name: str) -> None:
+        raise ImportError(name)
+
+    monkeypatch.setattr(index.importlib, "import_module", missing)
+    [(method, search, build_s)] = list(index._milvus_lite(np.eye(4, dtype=np.float32)))
+    assert method == index.milvus_method() and build_s is None
+    assert search == "pymilvus and milvus-lite are not installed (pip install pymilvus milvus-lite)"
+
+
+def test_milvus_lite_search_finds_the_nearest() -> None:
+    pytest.importorskip("milvus_lite", reason="milvus-lite (in the test extra) is not installed")
+    from tools.bench import index
+
+    vectors = _clustered(people=50)
+    methods = index._milvus_lite(vectors)  # used one at a time, as measure() does
+    _, search, build_s = next(methods)
+    assert callable(search) and build_s is not None
+    truth, _ = exact_top_k(vectors, vectors[:5], index.K)
+    assert recall_at_k(truth, np.stack([search(query) for query in vectors[:5]])) == 1.0
+    assert next(methods, None) is None  # closed, its Milvus Lite server stopped, the folder gone

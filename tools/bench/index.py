@@ -6,6 +6,10 @@ and our :class:`EmbeddedIndex` forced to exact search and to its HNSW graph, wit
 graph settings at several search breadths (recall against latency). HNSW graphs are slow to build
 (1M: 11-13 minutes on both cores here; docs/decisions/index.md), so each is saved under the cache
 folder by the index's own persistence and reused by later runs.
+
+Beside them, up to ``MILVUS_LITE_MAX_SIZE`` faces, our :class:`MilvusIndex` on Milvus Lite (in
+process, a pure-Python engine over faiss; not a Milvus server) with the service's Milvus settings,
+built through the backend's own ``open`` (upserts, then a flush that builds the HNSW index).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import faiss
 import numpy as np
 
 from search_service.domain import FaceBatch, Source
+from search_service.index.base import FaceIndex
 from search_service.index.embedded import EmbeddedIndex
 from search_service.settings import HnswSettings, SearchSettings
 from tools.bench.gallery import RealEmbeddings, SyntheticGallery, hold_out_queries, neighbourhood_check
@@ -35,7 +40,11 @@ NUMPY = "exact numpy"
 SKLEARN = "sklearn brute cosine"
 EMBEDDED_EXACT = "embedded exact"
 EMBEDDED_HNSW = "embedded HNSW"
+MILVUS_LITE = "milvus-lite HNSW"
 BASELINES = (NUMPY, SKLEARN)
+# Milvus Lite answers a query in milliseconds once its segments are indexed, but loads and indexes
+# in Python: larger galleries do not fit a test run.
+MILVUS_LITE_MAX_SIZE = 10_000
 
 Search = Callable[[np.ndarray], np.ndarray]  # one query vector -> K gallery positions
 
@@ -97,7 +106,7 @@ class _Skip(Exception):
     """A measurement that cannot run in this mode; the message says why."""
 
 
-def _embedded_search(index: EmbeddedIndex) -> Search:
+def _index_search(index: FaceIndex) -> Search:
     def search(query: np.ndarray) -> np.ndarray:
         (hits,) = index.search(query[None, :], K)
         return np.array([hit.face_id - 1 for hit in hits], np.int64)
@@ -107,6 +116,35 @@ def _embedded_search(index: EmbeddedIndex) -> Search:
 
 def hnsw_method(ef_search: int) -> str:
     return f"{EMBEDDED_HNSW} ef={ef_search}"
+
+
+def milvus_method() -> str:
+    return f"{MILVUS_LITE} ef={SearchSettings().milvus.ef_search}"
+
+
+def _milvus_lite(vectors: np.ndarray) -> Iterator[tuple[str, Search | str, float | None]]:
+    """Our Milvus backend on a Milvus Lite file in a temporary folder, or why it cannot run."""
+    try:
+        importlib.import_module("pymilvus")
+        lite = importlib.import_module("milvus_lite.server_manager")
+    except ImportError:
+        yield (
+            milvus_method(),
+            "pymilvus and milvus-lite are not installed (pip install pymilvus milvus-lite)",
+            None,
+        )
+        return
+    from search_service.index.milvus import MilvusIndex
+
+    with tempfile.TemporaryDirectory(prefix="bench-milvus-") as directory:
+        uri = str(Path(directory) / "lite.db")
+        index = MilvusIndex(SearchSettings().milvus.model_copy(update={"uri": uri, "collection": "bench"}))
+        started = time.perf_counter()
+        index.open(_GallerySource(vectors, "bench-milvus"))
+        build_s = time.perf_counter() - started
+        yield milvus_method(), _index_search(index), build_s
+        index.close()
+        lite.server_manager_instance.release_server(uri)  # stop its in-process server before the folder goes
 
 
 def _open_hnsw(
@@ -157,7 +195,7 @@ def _methods(
         never_graph = HnswSettings().model_copy(update={"min_faces": len(vectors) + 1})
         exact = EmbeddedIndex(Path(directory), never_graph)
         exact.open(_GallerySource(vectors, "bench-exact"))
-        yield EMBEDDED_EXACT, _embedded_search(exact), None
+        yield EMBEDDED_EXACT, _index_search(exact), None
         exact.close()
     del exact
 
@@ -167,9 +205,12 @@ def _methods(
         except _Skip as reason:
             yield hnsw_method(ef_search), str(reason), None
         else:
-            yield hnsw_method(ef_search), _embedded_search(hnsw), build_s
+            yield hnsw_method(ef_search), _index_search(hnsw), build_s
             hnsw.close()
             del hnsw
+
+    if len(vectors) <= MILVUS_LITE_MAX_SIZE:
+        yield from _milvus_lite(vectors)
 
 
 def _run_queries(search: Search, queries: np.ndarray, budget_s: float) -> tuple[Timing, np.ndarray]:
@@ -233,7 +274,11 @@ def _row(result: MethodResult, baselines: list[MethodResult | None], served: str
     if result.match_recall is not None:
         notes.insert(0, f"match recall {result.match_recall:.4f}")
     if result.build_s is not None:
-        notes.append(f"graph built in {result.build_s:.0f} s ({result.size / result.build_s:,.0f} vectors/s)")
+        rate = f"{result.size / result.build_s:,.0f} vectors/s"
+        if result.method.startswith(MILVUS_LITE):
+            notes.append(f"loaded and indexed in {result.build_s:.1f} s ({rate})")
+        else:
+            notes.append(f"graph built in {result.build_s:.0f} s ({rate})")
     row = Row(
         "index",
         label,
@@ -296,6 +341,10 @@ def section(results: list[MethodResult], threshold: float, gallery: dict[str, An
             out.summary[f"{key}_{tag}_p50_ms"] = f"{result.timing.median_ms:.3f}"
             if method == served and result.match_recall is not None:
                 out.summary[f"hnsw_{tag}_match_recall"] = f"{result.match_recall:.4f}"
+    milvus = [(r.size, r.timing) for r in results if r.method == milvus_method() and r.timing is not None]
+    if milvus:
+        size, timing = max(milvus, key=lambda pair: pair[0])
+        out.summary[f"milvus_lite_{_size_label(size)}_p50_ms"] = f"{timing.median_ms:.3f}"
     out.details["index"] = {
         "k": K,
         "match_threshold": threshold,
@@ -303,6 +352,12 @@ def section(results: list[MethodResult], threshold: float, gallery: dict[str, An
             "hnsw_m": hnsw.m,
             "hnsw_ef_construction": hnsw.ef_construction,
             "hnsw_ef_search": hnsw.ef_search,
+        },
+        "milvus_lite": {
+            "max_size": MILVUS_LITE_MAX_SIZE,
+            "hnsw_m": SearchSettings().milvus.hnsw_m,
+            "ef_construction": SearchSettings().milvus.ef_construction,
+            "ef_search": SearchSettings().milvus.ef_search,
         },
         "gallery": gallery,
         "results": [r.to_json() for r in results],

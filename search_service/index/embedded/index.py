@@ -88,6 +88,16 @@ class EmbeddedIndex(FaceIndex):
             self._closed = True
         self._save_graph()
 
+    def drop(self) -> None:
+        self.wait_idle()
+        with self._lock:
+            self._table = None
+            self._live = 0
+            self._graph = None
+            self._graph_dirty = False
+            self._eligible_cache.clear()
+        (self._directory / hnsw.GRAPH_FILE).unlink(missing_ok=True)
+
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait for a background graph build; True when none is running (for tests and tools)."""
         thread = self._job_thread

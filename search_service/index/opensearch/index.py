@@ -85,6 +85,13 @@ class OpenSearchIndex(FaceIndex):
     def close(self) -> None:
         self._cluster.close()
 
+    def drop(self) -> None:
+        self._cluster.wait_until_up()
+        with self._lock:
+            if self._read_state() is not None:  # IndexMismatch unless facesearch created it
+                self._cluster.request("deleting the index", lambda c: c.indices.delete(index=self._index))
+            self._dimension = None
+
     # -- writes ------------------------------------------------------------------------------
 
     def add(self, batch: FaceBatch) -> None:

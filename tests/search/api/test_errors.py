@@ -1,8 +1,9 @@
 """The one map from the service's errors to HTTP statuses.
 
 Each error is also reached end to end through HTTP elsewhere (404: test_bad_input, 409:
-test_embedder and test_videos, 413 and 415: test_bad_input, 422: test_bad_input, 502 and 503:
-test_embedder); this checks that no error class is left without its status.
+test_embedder and test_videos, 413 and 415: test_bad_input and test_clip_search, 422:
+test_bad_input, 502 and 503: test_embedder); this checks that no error class is left without its
+status.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ EXPECTED = {
     errors.ConflictError: 409,
     errors.ModelMismatchError: 409,
     errors.UploadTooLargeError: 413,
+    errors.ClipTooLongError: 413,
+    errors.NotAVideoError: 415,
     errors.NoFaceError: 422,
     errors.EmbedderProtocolError: 502,
     errors.EmbedderUnavailableError: 503,

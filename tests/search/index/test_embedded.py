@@ -103,6 +103,19 @@ class TestHnswMode(IndexConformance):
         assert graph_file_identity(tmp_path) != saved  # a new graph replaced the other store's
         self.assert_matches_brute_force(gallery)
 
+    def test_drop_deletes_the_graph_and_the_next_open_rebuilds_it(
+        self, gallery: Gallery, tmp_path: Path
+    ) -> None:
+        gallery.add(range(150), 2)
+        gallery.index.drop()
+        assert not (tmp_path / "index" / EmbeddedIndex.GRAPH_FILE).exists()
+        assert gallery.index.count() == 0
+        gallery.restart()  # the dropped handle saves nothing when it closes
+        self.settle(gallery.index)
+        assert gallery.index.health().details["mode"] == "hnsw"
+        assert (tmp_path / "index" / EmbeddedIndex.GRAPH_FILE).exists()
+        self.assert_matches_brute_force(gallery)
+
     def test_corrupt_graph_file_is_rebuilt(self, gallery: Gallery, tmp_path: Path) -> None:
         gallery.add(range(150), 2)
         gallery.index.close()

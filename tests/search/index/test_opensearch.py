@@ -286,6 +286,18 @@ def test_changed_mapping_is_rebuilt(cluster: FakeCluster, gallery: Gallery) -> N
     assert gallery.index.count() == 60
 
 
+def test_drop_deletes_only_its_own_index(cluster: FakeCluster, gallery: Gallery) -> None:
+    gallery.add(range(5), 1)
+    gallery.index.drop()
+    assert INDEX not in cluster.indices
+    assert gallery.index.count() == 0
+    gallery.index.drop()  # nothing left to drop: harmless
+    cluster.put_index(INDEX, {"properties": {"title": {"type": "keyword"}}})
+    with pytest.raises(IndexMismatch, match="not created by facesearch"):
+        gallery.index.drop()
+    assert INDEX in cluster.indices
+
+
 def test_a_second_handle_adopts_the_index_the_first_created(cluster: FakeCluster) -> None:
     gallery = Gallery(lambda: make(cluster), lambda index: None)
     second = make(cluster)

@@ -1,4 +1,5 @@
-"""How search turns index hits on video people into one hit per video and person."""
+"""How search turns index hits on video people into one hit per video and person, and the answers
+for the several vectors of a clip's person into one ranked list."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 
 from search_service.domain import HitSource, PersonVectors
 from search_service.index.base import IndexHit
-from search_service.services.search import distinct_hits, merged_ranges
+from search_service.services.search import best_of, distinct_hits, merged_ranges
 
 THRESHOLD = 0.91
 
@@ -76,3 +77,27 @@ def test_merged_ranges_are_sorted_with_a_score_each() -> None:
     ranges, scores = merged_ranges(query, [SOURCES[1], SOURCES[3]], vectors)
     assert ranges == [(0.8, 1.6), (4.0, 8.0)]
     assert scores == [0.93, 0.97]
+
+
+def test_merged_ranges_score_a_query_of_several_vectors_by_its_best() -> None:
+    query = np.array([[1.0, 0.0], [0.0, 1.0]])  # a clip's person, seen from two sides
+    vectors = {
+        (10, 0): PersonVectors(vectors=np.array([[0.6, 0.8]]), track_starts=np.array([4.0])),
+        (10, 1): PersonVectors(vectors=np.array([[0.9, 0.1]]), track_starts=np.array([0.8])),
+    }
+    ranges, scores = merged_ranges(query, [SOURCES[1], SOURCES[3]], vectors)
+    assert ranges == [(0.8, 1.6), (4.0, 8.0)]
+    assert scores == [0.9, 0.8]
+
+
+def test_several_answers_become_one_list_of_best_scores() -> None:
+    one = hits((1, 0.97), (5, 0.90), (6, 0.80))
+    other = hits((5, 0.95), (3, 0.85), (1, 0.70))
+    merged = best_of([one, other], fetch=3)
+    # Face 4 is in neither answer, yet could score up to 0.80 for the first vector or 0.70 for the
+    # second: the list stops at 0.80, above which nothing is missing.
+    assert [(hit.face_id, hit.score) for hit in merged] == [(1, 0.97), (5, 0.95), (3, 0.85), (6, 0.80)]
+    # An answer shorter than asked for is all there is: it sets no floor.
+    assert [hit.face_id for hit in best_of([one[:2], other], fetch=3)] == [1, 5, 3]
+    assert [hit.face_id for hit in best_of([one[:2], other[:2]], fetch=3)] == [1, 5, 3]
+    assert best_of([one], fetch=3) == one  # a photo's face: its one answer as it is
