@@ -316,7 +316,7 @@ class VideoAnalysis:
 @dataclass(frozen=True)
 class SearchQuery:
     k: int
-    threshold: float | None  # None: the embedding model's calibrated threshold
+    threshold: float | None  # None: the service's setting, else the model's calibrated threshold
     collection: str | None
     source: Source | None  # None: photos and videos
 
@@ -347,3 +347,17 @@ class QueryFaceResult:
 class SearchResult:
     threshold: float  # the match threshold applied
     faces: list[QueryFaceResult]
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    """The state of the index and the reachability of the embedder, as ``/healthz`` reports it."""
+
+    index_backend: str
+    index_ok: bool
+    faces: int
+    index_details: dict[str, Any]
+    embedder_url: str
+    embedder_model: EmbeddingModel | None  # None: the embedder does not answer
+    match_threshold: float | None
+    embedder_problem: str | None

@@ -67,3 +67,7 @@ class EmbedderProtocolError(ServiceError):
 
 class IndexUnavailableError(ServiceError):
     """The vector index backend cannot be reached or refused the request."""
+
+
+class ShuttingDownError(ServiceError):
+    """The service is stopping and gave up a request in progress: worth sending again."""

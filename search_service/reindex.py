@@ -78,7 +78,7 @@ def reindex(settings: SearchSettings, *, rebuild: bool = False, progress: bool =
         # An empty store would empty the index: never on a mistyped DATA_DIR.
         raise FileNotFoundError(f"no store at {settings.data_dir} (DATA_DIR): nothing to index from")
     started = time.monotonic()
-    storage = Storage.open(settings.data_dir)
+    storage = Storage.open(settings.data_dir, sweep=False)
     try:
         stored = sum(stats.faces for stats in storage.faces.collections())
         index = create_index(settings)
@@ -89,9 +89,7 @@ def reindex(settings: SearchSettings, *, rebuild: bool = False, progress: bool =
                 index.open(_Progress(storage.faces, bar))
             # The embedded index builds its HNSW graph in the background: wait, so that close()
             # saves it and the service starts with it.
-            wait_idle = getattr(index, "wait_idle", None)
-            if callable(wait_idle):
-                wait_idle()
+            index.wait_idle()
             indexed = index.count()
         finally:
             index.close()

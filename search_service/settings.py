@@ -156,6 +156,8 @@ class VideoSettings(SettingsGroup):
     # by the clip's length (read from the container before decoding) and by its size.
     max_query_seconds: float = Field(default=60.0, gt=0)
     max_query_bytes: int = Field(default=200 * MiB, gt=0)
+    # Clip queries analysed at once; more wait their turn (each keeps the embedder busy).
+    max_concurrent_queries: int = Field(default=2, ge=1)
 
 
 class SearchSettings(ServiceSettings):

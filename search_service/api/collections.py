@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from search_service.api import presenters
 from search_service.api.deps import ServicesDep
-from search_service.api.schemas import CollectionInfo, CollectionList
+from search_service.api.schemas import CollectionList
 
 router = APIRouter(tags=["collections"])
 
@@ -13,4 +14,4 @@ router = APIRouter(tags=["collections"])
 @router.get("/collections", response_model=CollectionList, summary="Collections with their counts")
 async def list_collections(services: ServicesDep) -> CollectionList:
     stats = await services.collections()
-    return CollectionList(collections=[CollectionInfo.model_validate(entry) for entry in stats])
+    return presenters.collections(stats)

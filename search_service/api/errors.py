@@ -24,6 +24,7 @@ from search_service.errors import (
     NotFoundError,
     RejectionReason,
     ServiceError,
+    ShuttingDownError,
     UploadTooLargeError,
 )
 
@@ -37,6 +38,7 @@ _STATUSES: dict[type[ServiceError], int] = {
     EmbedderProtocolError: 502,
     EmbedderUnavailableError: 503,
     IndexUnavailableError: 503,
+    ShuttingDownError: 503,
 }
 # The embedder's verdict on an upload reaches the client with the status the embedder gave it.
 _REJECTION_STATUSES: dict[RejectionReason, int] = {

@@ -5,8 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from search_service.api import presenters
 from search_service.api.deps import ServicesDep
-from search_service.api.schemas import EmbedderStatus, Health, IndexStatus
+from search_service.api.schemas import Health
 
 router = APIRouter(tags=["ops"])
 
@@ -20,21 +21,8 @@ router = APIRouter(tags=["ops"])
 async def healthz(services: ServicesDep) -> Health | JSONResponse:
     """200 while the index serves, even with the embedder down (`status: degraded`): stored
     data stays readable and a restart would not help. 503 when the index cannot serve."""
-    index = await services.index_health()
-    embedder = await services.embedder.status()
-    model = embedder.model
-    health = Health(
-        status="down" if not index.ok else "degraded" if model is None else "ok",
-        index=IndexStatus(backend=index.backend, ok=index.ok, faces=index.faces, details=index.details),
-        embedder=EmbedderStatus(
-            url=services.embedder.url,
-            ok=model is not None,
-            model=model.name if model else None,
-            dimension=model.dimension if model else None,
-            match_threshold=embedder.match_threshold,
-            error=embedder.problem,
-        ),
-    )
-    if not index.ok:
+    report = await services.health()
+    health = presenters.health(report)
+    if not report.index_ok:
         return JSONResponse(health.model_dump(), status_code=503)
     return health

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from search_service.api import presenters
 from search_service.api.deps import ServicesDep
 from search_service.api.errors import error_responses
 from search_service.api.schemas import ErrorResponse, Job
@@ -15,7 +16,7 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
     "/{job_id}", response_model=Job, summary="A job's state and progress", responses=error_responses(404)
 )
 async def get_job(services: ServicesDep, job_id: int) -> Job:
-    return Job.model_validate(await services.videos.job(job_id))
+    return presenters.job(await services.videos.job(job_id))
 
 
 @router.delete(
@@ -30,4 +31,4 @@ async def get_job(services: ServicesDep, job_id: int) -> Job:
 async def cancel_job(services: ServicesDep, job_id: int) -> Job:
     """The job is `cancelled` at once; a running one stops at its next batch of frames and nothing
     of it becomes searchable. The video stays (state `cancelled`); upload it again to re-run it."""
-    return Job.model_validate(await services.videos.cancel_job(job_id))
+    return presenters.job(await services.videos.cancel_job(job_id))

@@ -6,17 +6,35 @@ import base64
 from dataclasses import asdict
 
 from search_service.api.schemas import (
+    CollectionInfo,
+    CollectionList,
+    EmbedderStatus,
+    Health,
     Hit,
     Image,
+    IndexStatus,
     IngestedImage,
+    Job,
     Media,
     QueryFace,
     SearchResponse,
     Video,
+    VideoAccepted,
     VideoPerson,
     VideoTrack,
 )
-from search_service.domain import ImageRecord, PersonRecord, RankedHit, SearchResult, StoredImage, VideoRecord
+from search_service.domain import (
+    CollectionStats,
+    HealthReport,
+    ImageRecord,
+    JobRecord,
+    PersonRecord,
+    RankedHit,
+    SearchResult,
+    StoredImage,
+    SubmittedVideo,
+    VideoRecord,
+)
 
 
 def thumbnail_url(video_id: int, track_id: int) -> str:
@@ -105,3 +123,33 @@ def search_response(result: SearchResult) -> SearchResponse:
             for face in result.faces
         ],
     )
+
+
+def health(report: HealthReport) -> Health:
+    model = report.embedder_model
+    return Health(
+        status="down" if not report.index_ok else "degraded" if model is None else "ok",
+        index=IndexStatus(
+            backend=report.index_backend, ok=report.index_ok, faces=report.faces, details=report.index_details
+        ),
+        embedder=EmbedderStatus(
+            url=report.embedder_url,
+            ok=model is not None,
+            model=model.name if model else None,
+            dimension=model.dimension if model else None,
+            match_threshold=report.match_threshold,
+            error=report.embedder_problem,
+        ),
+    )
+
+
+def job(record: JobRecord) -> Job:
+    return Job.model_validate(record)
+
+
+def collections(stats: list[CollectionStats]) -> CollectionList:
+    return CollectionList(collections=[CollectionInfo.model_validate(entry) for entry in stats])
+
+
+def video_accepted(submitted: SubmittedVideo) -> VideoAccepted:
+    return VideoAccepted(job_id=submitted.job_id, video_id=submitted.video_id, duplicate=submitted.duplicate)

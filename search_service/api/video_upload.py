@@ -193,7 +193,9 @@ async def receive_one_of(
         if parts.file_field is None:
             raise _missing(file_fields)
         try:
-            form = form_model.model_validate({name: value.decode() for name, value in parts.fields.items()})
+            # An empty field means "not given", as FastAPI's Form() reads it (HTML forms send blanks).
+            values = {name: value.decode() for name, value in parts.fields.items() if value}
+            form = form_model.model_validate(values)
         except (ValidationError, UnicodeDecodeError) as error:
             errors = error.errors() if isinstance(error, ValidationError) else []
             raise RequestValidationError(

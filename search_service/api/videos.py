@@ -60,12 +60,16 @@ async def upload_video(services: ServicesDep, request: Request) -> VideoAccepted
         staging=services.videos.staging_file,
         max_bytes=services.settings.uploads.max_video_bytes,
     )
-    submitted = await services.videos.submit(
-        staged,
-        collection=form.collection or services.settings.default_collection,
-        external_id=form.external_id,
-    )
-    return VideoAccepted(job_id=submitted.job_id, video_id=submitted.video_id, duplicate=submitted.duplicate)
+    try:
+        submitted = await services.videos.submit(
+            staged,
+            collection=form.collection or services.settings.default_collection,
+            external_id=form.external_id,
+        )
+    finally:
+        # Stored means moved into place; whatever is still here was not stored.
+        staged.path.unlink(missing_ok=True)
+    return presenters.video_accepted(submitted)
 
 
 @router.get("", response_model=VideoList, summary="List or look up videos")

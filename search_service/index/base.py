@@ -51,6 +51,12 @@ class FaceIndex(ABC):
     """Nearest-neighbour search over stored faces. Implementations are thread-safe."""
 
     name: str
+    # The most hits one query may ask for; None: no limit.
+    max_k: int | None = None
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait for background work (a graph build); True when none is running. Most have none."""
+        return True
 
     @abstractmethod
     def open(self, source: FaceSource) -> None:

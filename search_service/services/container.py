@@ -6,8 +6,8 @@ import asyncio
 from dataclasses import dataclass
 
 from search_service.clients.embedder import EmbedderClient
-from search_service.domain import CollectionStats
-from search_service.index.base import FaceIndex, IndexHealth
+from search_service.domain import CollectionStats, HealthReport
+from search_service.index.base import FaceIndex
 from search_service.index.registry import create_index
 from search_service.services.faces import FaceDetector
 from search_service.services.frames import FrameEmbedder
@@ -53,11 +53,23 @@ class Services:
     async def collections(self) -> list[CollectionStats]:
         return await asyncio.to_thread(self.storage.faces.collections)
 
-    async def index_health(self) -> IndexHealth:
-        return await asyncio.to_thread(self.index.health)
+    async def health(self) -> HealthReport:
+        index = await asyncio.to_thread(self.index.health)
+        embedder = await self.embedder.status()
+        return HealthReport(
+            index_backend=index.backend,
+            index_ok=index.ok,
+            faces=index.faces,
+            index_details=index.details,
+            embedder_url=self.embedder.url,
+            embedder_model=embedder.model,
+            match_threshold=embedder.match_threshold,
+            embedder_problem=embedder.problem,
+        )
 
     async def close(self) -> None:
-        # Workers first: a running job may be waiting for the embedder client on this loop.
+        # Workers first: a running job or clip query may be waiting for the embedder client here.
+        self.search.close()
         await asyncio.to_thread(self.videos.runner.stop)
         await self.embedder.aclose()
         await asyncio.to_thread(self.index.close)

@@ -7,7 +7,6 @@ stored or compared.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -33,5 +32,7 @@ class FaceDetector:
         self, uploads: Sequence[Upload], *, min_face_size: int | None = None, threshold: float | None = None
     ) -> Detection:
         detection = await self._embedder.detect(uploads, min_face_size=min_face_size, threshold=threshold)
-        await asyncio.to_thread(self._model_record.ensure, detection.model)
+        # On the loop, not in a worker thread: clip analyses waiting on this loop may hold every
+        # worker. The check is in memory; only a store's very first answer writes one short row.
+        self._model_record.ensure(detection.model)
         return detection

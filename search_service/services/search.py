@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import threading
 import time
 from pathlib import Path
 
@@ -26,14 +27,15 @@ from search_service.domain import (
     Upload,
     VideoAnalysis,
 )
-from search_service.errors import ClipTooLongError, NoFaceError, NotAVideoError
+from search_service.errors import ClipTooLongError, NoFaceError, NotAVideoError, ShuttingDownError
 from search_service.index.base import FaceIndex, IndexHit
 from search_service.services.faces import FaceDetector
 from search_service.services.frames import FrameEmbedder
+from search_service.services.jobs import JobControl
 from search_service.services.videos import analyse_video
 from search_service.settings import VideoSettings
 from search_service.storage.faces import FaceRepository
-from search_service.video import VideoDecodeError, probe
+from search_service.video import VideoCancelled, VideoDecodeError, probe
 from search_service.video.tracker import select_representatives
 
 log = structlog.get_logger(__name__)
@@ -143,6 +145,10 @@ def merged_ranges(
     return [(start, end) for start, end, _ in merged], [score for *_, score in merged]
 
 
+def _ignore_progress(fraction: float, frames: int, faces: int) -> None:
+    """A query clip reports no progress: its client is waiting for the answer itself."""
+
+
 def _ms(seconds: float) -> float:
     """Times to the millisecond, as stored videos' are: finer is noise at a few samples per second."""
     return round(seconds, 3)
@@ -164,6 +170,14 @@ class SearchService:
         self._threshold = threshold  # None: the embedding model's own
         self._frames = frames
         self._video = video
+        self._clip_slots = asyncio.Semaphore(video.max_concurrent_queries)
+        # Set to stop a clip analysis: its client went away, or the service is stopping.
+        self._clip_stops: set[threading.Event] = set()
+
+    def close(self) -> None:
+        """Stop running clip analyses at their next batch of frames."""
+        for stop in list(self._clip_stops):
+            stop.set()
 
     async def search(self, upload: Upload, query: SearchQuery) -> SearchResult:
         detection = await self._detector.detect([upload])
@@ -190,7 +204,17 @@ class SearchService:
         decoding, and again while decoding), NotAVideoError for what does not decode, NoFaceError
         when nobody is found."""
         started = time.perf_counter()
-        analysis, model_threshold = await asyncio.to_thread(self._analyse_clip, path, filename)
+        stop = threading.Event()
+        self._clip_stops.add(stop)
+        try:
+            async with self._clip_slots:
+                analysis, model_threshold = await asyncio.to_thread(self._analyse_clip, path, filename, stop)
+        except VideoCancelled as error:
+            raise ShuttingDownError("the service is stopping; send the clip again") from error
+        finally:
+            # A cancelled request (the client went away) stops its analysis at the next batch.
+            stop.set()
+            self._clip_stops.discard(stop)
         if not analysis.people:
             raise NoFaceError(f"no face found in the query clip {filename!r}")
         threshold = self._threshold_for(query, model_threshold)
@@ -226,7 +250,9 @@ class SearchService:
                 return value
         raise AssertionError("a clip with people went through the embedder, which names its threshold")
 
-    def _analyse_clip(self, path: Path, filename: str) -> tuple[VideoAnalysis, float | None]:
+    def _analyse_clip(
+        self, path: Path, filename: str, stop: threading.Event
+    ) -> tuple[VideoAnalysis, float | None]:
         """The clip's people (a worker thread), and the match threshold of the model that embedded them."""
         limit = self._video.max_query_seconds
         too_long = f"{filename}: a query clip may last at most {limit:g} s"
@@ -250,7 +276,7 @@ class SearchService:
             return faces
 
         try:
-            analysis = analyse_video(path, detect, self._video)
+            analysis = analyse_video(path, detect, self._video, JobControl(stop.is_set, _ignore_progress))
         except VideoDecodeError as error:
             raise NotAVideoError(f"{filename}: not a decodable video: {error}") from error
         return analysis, model_threshold
@@ -260,7 +286,9 @@ class SearchService:
         to k hits best first, one per photo face or video person; a stored face scores its best
         similarity to any of the query face's vectors."""
         k = query.k
-        fetch = k if query.source == "image" else k * _OVERFETCH
+        # Backends answer at most max_k hits per query: the escalation stops there.
+        most = self._index.max_k or math.inf
+        fetch = int(min(k if query.source == "image" else k * _OVERFETCH, most))
         vectors = np.concatenate(queries)
         rows = np.cumsum([0] + [len(vectors_of_face) for vectors_of_face in queries])
         index_seconds = 0.0
@@ -273,12 +301,12 @@ class SearchService:
             sources = self._faces.describe([hit.face_id for hits in merged for hit in hits])
             kept = [distinct_hits(hits, sources, k, threshold) for hits in merged]
             # Fewer than `fetch` answers means the index has nothing more to give.
-            if all(
+            if fetch >= most or all(
                 len(hits) == k or all(len(answer) < fetch for answer in face_answers)
                 for hits, face_answers in zip(kept, per_face, strict=True)
             ):
                 break
-            fetch *= _OVERFETCH
+            fetch = int(min(fetch * _OVERFETCH, most))
         INDEX_SEARCH_SECONDS.observe(index_seconds)
         vectors_of = self._faces.person_vectors(
             {

@@ -39,14 +39,19 @@ class Storage:
     embedding_model: EmbeddingModelRecord
 
     @classmethod
-    def open(cls, data_dir: Path, faults: FaultHook = no_faults) -> Storage:
-        """Open (creating if needed) the store in ``data_dir`` and sweep crash debris."""
+    def open(cls, data_dir: Path, faults: FaultHook = no_faults, *, sweep: bool = True) -> Storage:
+        """Open (creating if needed) the store in ``data_dir`` and sweep crash debris.
+
+        ``sweep=False`` for tools that may run beside a live service (re-indexing): there an
+        unreferenced file may be an upload in progress, not debris.
+        """
         data_dir.mkdir(parents=True, exist_ok=True)
         database = Database(data_dir / FILE_NAME)
         blobs = BlobStore(data_dir / "media", faults)
-        removed = blobs.sweep(referenced_files(database))
-        if removed:
-            log.info("removed unreferenced files left by an interrupted write", files=removed)
+        if sweep:
+            removed = blobs.sweep(referenced_files(database))
+            if removed:
+                log.info("removed unreferenced files left by an interrupted write", files=removed)
         return cls(
             data_dir=data_dir,
             database=database,

@@ -44,6 +44,7 @@ def _batches(first: FaceBatch | None, rest: Iterator[FaceBatch]) -> Iterator[Fac
 
 class MilvusIndex(FaceIndex):
     name = "milvus"
+    max_k = queries.MAX_K
 
     def __init__(self, settings: MilvusSettings, *, client_factory: ClientFactory | None = None) -> None:
         """``client_factory`` replaces the client's construction (tests wrap it to inject failures)."""

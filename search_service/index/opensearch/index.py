@@ -42,6 +42,7 @@ _TERMS_PER_QUERY = 10_000
 
 class OpenSearchIndex(FaceIndex):
     name = "opensearch"
+    max_k = queries.MAX_K
 
     def __init__(
         self,

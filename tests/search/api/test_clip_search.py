@@ -13,19 +13,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import av
 import cv2
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from search_service.main import create_app
-from search_service.services import search as search_module
-from search_service.settings import SearchSettings, VideoSettings
-from search_service.video import VideoInfo
+from search_service.settings import SearchSettings
+from search_service.video import probe
 from tests.search.api.helpers import finished, ingest, upload_video
 from tests.search.api.test_videos import SQUARES, alice_and_bob
 from tests.search.fakes import FakeEmbedder, photo
-from tests.search.video.conftest import CLIP_FPS, Placement, write_clip
+from tests.search.video.conftest import BACKGROUND, CLIP_FPS, CLIP_SIZE, Placement, write_clip
 
 QUERY_SECONDS = 3.0
 # Samples at 0, 0.5, ... s; a range ends half a sample interval after its last sample.
@@ -51,8 +51,22 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
         "query": write_clip(folder / "query.mp4", SQUARES, alice_then_bob, QUERY_SECONDS),
         "stored": write_clip(folder / "stored.mp4", SQUARES, alice_and_bob, 5.0),
         "blank": write_clip(folder / "blank.mp4", SQUARES, lambda _: [], 2.0),
+        "headerless": write_elementary_stream(folder / "headerless.m4v", 4.0),
     }
     return {name: path.read_bytes() for name, path in made.items()}
+
+
+def write_elementary_stream(path: Path, seconds: float, fps: int = 25) -> Path:
+    """A blank clip as a raw MPEG-4 video stream: no container, so nothing states its length."""
+    width, height = CLIP_SIZE
+    with av.open(str(path), "w", format="m4v") as container:
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for _ in range(round(seconds * fps)):
+            pixels = np.full((height, width, 3), BACKGROUND, np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
+        container.mux(stream.encode())
+    return path
 
 
 def post_clip(
@@ -153,37 +167,41 @@ def test_a_clip_without_a_face_is_a_422(
 
 
 def test_a_clip_over_the_length_limit_is_a_413_before_it_is_decoded(
-    make_settings: Callable[..., SearchSettings], fake_embedder: FakeEmbedder, clips: dict[str, bytes]
+    make_settings: Callable[..., SearchSettings], clips: dict[str, bytes]
 ) -> None:
     settings = make_settings(video={"max_query_seconds": 2.5})
     with TestClient(create_app(settings)) as client:
         answer = post_clip(client, clips["query"])
         assert answer["status"] == 413
+        # The length the container states, not a count of decoded frames.
         assert answer["detail"] == "query.mp4: a query clip may last at most 2.5 s; this one lasts 3.0 s"
-        assert fake_embedder.params == []  # judged from the container: no frame went to the embedder
+        assert client.get("/videos").json()["videos"] == []
         assert post_clip(client, clips["blank"])["status"] == 422  # 2 s: within the limit
     assert staging_files(settings) == []
 
 
-def test_a_clip_longer_than_its_header_says_is_stopped_while_decoding(
-    make_settings: Callable[..., SearchSettings],
-    fake_embedder: FakeEmbedder,
-    clips: dict[str, bytes],
-    monkeypatch: pytest.MonkeyPatch,
+def test_a_clip_whose_container_states_no_length_is_stopped_while_decoding(
+    make_settings: Callable[..., SearchSettings], clips: dict[str, bytes], tmp_path: Path
 ) -> None:
-    real_probe = search_module.probe
-
-    def unknown_duration(path: Path) -> VideoInfo:  # as a container without a duration says
-        info = real_probe(path)
-        return VideoInfo(0.0, info.fps, info.width, info.height, 0, info.codec, info.container_format, 0)
-
-    monkeypatch.setattr(search_module, "probe", unknown_duration)
-    # 1 s at 2 samples/s: 3 samples at most; the embedder gets batches of 2 frames.
+    # A raw MPEG-4 elementary stream has no container header: probing cannot tell its length.
+    raw_path = tmp_path / "raw.m4v"
+    raw_path.write_bytes(clips["headerless"])
+    assert probe(raw_path).duration == 0.0
+    # 1 s at 2 samples/s: 3 samples at most; the clip runs 4 s and the embedder gets batches of 2.
     settings = make_settings(video={"max_query_seconds": 1.0, "batch_frames": 2})
     with TestClient(create_app(settings)) as client:
-        answer = post_clip(client, clips["query"])
-    assert answer["status"] == 413 and "longer than its header says" in answer["detail"]
-    assert len(fake_embedder.params) == 1  # stopped at the second batch, before the embedder
+        answer = post_clip(client, clips["headerless"], name="raw.m4v")
+        assert answer == {
+            "status": 413,
+            "detail": "raw.m4v: a query clip may last at most 1 s; this one lasts longer than its header says",
+        }
+        assert client.get("/videos").json()["videos"] == []
+    assert staging_files(settings) == []
+    # Within a limit it fits, the same clip decodes to its end: blank, so nobody is found.
+    settings = make_settings(video={"max_query_seconds": 10.0, "batch_frames": 2})
+    with TestClient(create_app(settings)) as client:
+        answer = post_clip(client, clips["headerless"], name="raw.m4v")
+    assert answer == {"status": 422, "detail": "no face found in the query clip 'raw.m4v'"}
     assert staging_files(settings) == []
 
 
@@ -256,12 +274,11 @@ def test_exactly_one_of_image_and_video(
 
 
 def test_bad_options_with_a_clip_are_a_422(
-    client: TestClient, clips: dict[str, bytes], settings: SearchSettings, fake_embedder: FakeEmbedder
+    client: TestClient, clips: dict[str, bytes], settings: SearchSettings
 ) -> None:
     assert post_clip(client, clips["query"], k=0)["status"] == 422
     response = client.post("/search", files={"video": ("q.mp4", clips["query"])}, params={"source": "faces"})
     assert response.status_code == 422 and response.json()["detail"][0]["loc"][-1] == "source"
-    assert fake_embedder.params == []
     assert staging_files(settings) == []
 
 
@@ -292,11 +309,28 @@ def test_openapi_documents_both_files_and_the_errors(client: TestClient) -> None
     assert {"box", "score", "hits", "time_ranges", "best_time", "thumbnail_url"} <= set(query_face)
 
 
-def test_the_limits_are_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_the_limits_are_read_from_the_environment(
+    make_settings: Callable[..., SearchSettings],
+    clips: dict[str, bytes],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
     monkeypatch.chdir(tmp_path)  # no .env file here
-    for name in ("SEARCH_VIDEO_MAX_QUERY_SECONDS", "SEARCH_VIDEO_MAX_QUERY_BYTES"):
-        monkeypatch.delenv(name, raising=False)
-    assert (VideoSettings().max_query_seconds, VideoSettings().max_query_bytes) == (60.0, 200 * 1024 * 1024)
-    monkeypatch.setenv("SEARCH_VIDEO_MAX_QUERY_SECONDS", "15")
-    monkeypatch.setenv("SEARCH_VIDEO_MAX_QUERY_BYTES", "1000000")
-    assert (VideoSettings().max_query_seconds, VideoSettings().max_query_bytes) == (15.0, 1_000_000)
+    monkeypatch.setenv("SEARCH_VIDEO_MAX_QUERY_SECONDS", "2.5")
+    with TestClient(create_app(make_settings())) as client:
+        answer = post_clip(client, clips["query"])
+    assert answer == {
+        "status": 413,
+        "detail": "query.mp4: a query clip may last at most 2.5 s; this one lasts 3.0 s",
+    }
+    monkeypatch.setenv("SEARCH_VIDEO_MAX_QUERY_SECONDS", "4")
+    monkeypatch.setenv("SEARCH_VIDEO_MAX_QUERY_BYTES", str(len(clips["query"]) - 1))
+    with TestClient(create_app(make_settings())) as client:
+        answer = post_clip(client, clips["query"])
+        assert answer == {
+            "status": 413,
+            "detail": f"query.mp4: over the limit of {len(clips['query']) - 1} bytes",
+        }
+        monkeypatch.setenv("SEARCH_VIDEO_MAX_QUERY_BYTES", str(len(clips["query"])))
+    with TestClient(create_app(make_settings())) as client:
+        assert post_clip(client, clips["query"])["status"] == 200

@@ -27,6 +27,7 @@ EXPECTED = {
     errors.EmbedderProtocolError: 502,
     errors.EmbedderUnavailableError: 503,
     errors.IndexUnavailableError: 503,
+    errors.ShuttingDownError: 503,
 }
 REJECTIONS: dict[RejectionReason, int] = {
     "unreadable": 400,

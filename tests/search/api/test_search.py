@@ -83,6 +83,20 @@ def test_threshold_k_collection_and_source_as_query_or_form(client: TestClient) 
     assert len(search(client, query, source="images")["faces"][0]["hits"]) == 3
 
 
+def test_blank_form_fields_mean_not_given(client: TestClient) -> None:
+    """As browsers send an HTML form's empty inputs, and as FastAPI's Form() reads them."""
+    ingest(client, photo("fay"))
+    response = client.post(
+        "/search",
+        files={"image": ("q.png", photo("fay", variant=1), "image/png")},
+        data={"k": "", "threshold": "", "collection": "", "source": ""},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["threshold"] == MATCH_THRESHOLD
+    [face] = response.json()["faces"]
+    assert face["hits"][0]["match"]
+
+
 def test_searching_an_empty_store_finds_nothing(client: TestClient) -> None:
     [face] = search(client, photo("zed"))["faces"]
     assert face["hits"] == []

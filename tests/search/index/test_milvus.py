@@ -9,8 +9,10 @@ suite against a real server, is ``test_milvus_live.py``.
 
 from __future__ import annotations
 
+import math
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,9 +55,14 @@ class FlakyClient:
         self.client = client
         self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
         self._failures: dict[str, list[BaseException]] = {}
+        self._refused: dict[str, BaseException] = {}
 
     def fail_next(self, method: str, error: BaseException, times: int = 1) -> None:
         self._failures.setdefault(method, []).extend([error] * times)
+
+    def refuse(self, method: str, error: BaseException) -> None:
+        """Fail every call of ``method`` from now on."""
+        self._refused[method] = error
 
     def called(self, method: str) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
         return [(args, kwargs) for name, args, kwargs in self.calls if name == method]
@@ -67,6 +74,8 @@ class FlakyClient:
 
         def call(*args: Any, **kwargs: Any) -> Any:
             self.calls.append((name, args, kwargs))
+            if name in self._refused:
+                raise self._refused[name]
             pending = self._failures.get(name)
             if pending:
                 raise pending.pop(0)
@@ -338,15 +347,18 @@ def test_a_refused_flush_only_logs(lite: Lite) -> None:
     gallery.close()
 
 
-def test_removing_many_media_takes_several_deletes(
+def test_removing_more_media_than_one_request_takes(
     lite: Lite, gallery: Gallery, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(milvus_collection, "IDS_PER_REQUEST", 7)
-    media = gallery.add(range(30), 1, faces_per_photo=2)
+    monkeypatch.setattr(milvus_collection, "IDS_PER_REQUEST", 7)  # 20 media: more than two requests' worth
+    media = gallery.add(range(30), 1, faces_per_photo=2)  # one photo of each person, two faces in it
     gallery.remove(media[:20])
-    deletes = lite.flaky.called("delete")
-    assert [kwargs["filter"].count(",") + 1 for _, kwargs in deletes] == [7, 7, 6]
     assert lite.ids() == set(gallery.source.faces)
+    hits = gallery.index.search(gallery.centers[:30], 60)
+    found = {hit.media_id for person_hits in hits for hit in person_hits}
+    assert found == set(media[20:])  # none of the removed photos' faces, every other face
+    for person in range(20, 30):  # the ones left are still found as their person's best matches
+        assert {hit.media_id for hit in hits[person][:2]} == {media[person]}
 
 
 def test_wrong_dimensions_are_refused(gallery: Gallery) -> None:
@@ -392,9 +404,21 @@ def test_drift_is_repaired_both_ways(lite: Lite, gallery: Gallery, monkeypatch: 
 
 def test_restart_without_drift_writes_nothing(lite: Lite, gallery: Gallery) -> None:
     gallery.add(range(40), 2)
-    reopen(gallery, lite)
-    written = {"upsert", "insert", "delete", "create_collection", "drop_collection", "create_index"}
-    assert not {name for name, _, _ in lite.flaky.calls} & written
+    gallery.index.close()
+
+    def read_only(settings: MilvusSettings) -> Any:
+        """A server that refuses every write (and not as an outage, so nothing retries)."""
+        client = FlakyClient(connect(settings))
+        for method in ("upsert", "insert", "delete", "create_collection", "drop_collection", "create_index"):
+            client.refuse(method, MilvusException(code=1100, message=f"{method} refused: read-only"))
+        return client
+
+    gallery.index = MilvusIndex(lite.settings(), client_factory=read_only)
+    gallery.index.open(gallery.source)  # would fail at its first write
+    assert gallery.index.count() == 80
+    assert lite.ids() == set(gallery.source.faces)
+    [hits] = gallery.index.search(gallery.centers[7][None], 2)
+    assert {gallery.person_of(hit.face_id) for hit in hits} == {7}
 
 
 def test_collection_of_another_store_is_rebuilt(lite: Lite, gallery: Gallery) -> None:
@@ -539,33 +563,57 @@ def test_open_fails_clearly_when_nothing_listens(server: LiteServer) -> None:
     server.start()
 
 
-def test_open_waits_for_a_booting_server(lite: Lite) -> None:
-    attempts: list[int] = []
+def booting_until(up_at: float) -> Callable[[MilvusSettings], Any]:
+    """A client factory for a server that refuses connections, as while it boots, until ``up_at``
+    (``time.monotonic()``), then answers."""
 
-    def booting(settings: MilvusSettings) -> Any:
-        attempts.append(1)
-        if len(attempts) <= 2:  # connections refused while it boots, then it answers
+    def connect_when_up(settings: MilvusSettings) -> Any:
+        if time.monotonic() < up_at:
             raise MilvusException(code=2, message="Fail connecting to server")
         return connect(settings)
 
-    index = MilvusIndex(lite.settings(connect_wait_s=30), client_factory=booting)
-    index.open(MemorySource())
-    assert len(attempts) == 3
+    return connect_when_up
+
+
+def test_open_waits_for_a_booting_server(lite: Lite) -> None:
+    gallery = Gallery(lite.make, lambda index: None)
+    gallery.add(range(5), 1)
+    gallery.index.close()
+    index = MilvusIndex(
+        lite.settings(connect_wait_s=30, backoff_s=0.01), client_factory=booting_until(time.monotonic() + 0.5)
+    )
+    index.open(gallery.source)  # refused for half a second, then connected
     assert index.health().ok
+    assert index.count() == 5
+    [hits] = index.search(gallery.centers[3][None], 1)
+    assert gallery.person_of(hits[0].face_id) == 3
     index.close()
+
+
+def test_open_gives_up_on_a_server_that_never_boots(lite: Lite) -> None:
+    index = MilvusIndex(
+        lite.settings(connect_wait_s=0.5, backoff_s=0.01), client_factory=booting_until(math.inf)
+    )
+    started = time.monotonic()
+    with pytest.raises(IndexUnavailableError, match="unavailable while connecting"):
+        index.open(MemorySource())
+    assert time.monotonic() - started < 10  # within connect_wait_s, give or take one attempt
 
 
 def test_transient_errors_are_retried(lite: Lite) -> None:
     gallery = Gallery(lambda: lite.make(retries=2, backoff_s=0.01), lambda index: None)
     gallery.add(range(5), 1)
-    lite.flaky.fail_next("search", unavailable(), times=2)
+    lite.flaky.fail_next("search", unavailable(), times=2)  # as many refusals as retries: ridden out
     [hits] = gallery.index.search(gallery.centers[:1], 3)
-    assert len(hits) == 3
-    assert len(lite.flaky.called("search")) == 3  # two refused, one answered
-    lite.flaky.fail_next("search", unavailable(), times=3)
+    assert {gallery.person_of(hit.face_id) for hit in hits[:1]} == {0} and len(hits) == 3
+    lite.flaky.fail_next("upsert", unavailable(), times=2)
+    gallery.add(range(5, 8), 1)
+    assert lite.ids() == set(gallery.source.faces)
+    lite.flaky.fail_next("search", unavailable(), times=3)  # one more than the budget: reported
     with pytest.raises(IndexUnavailableError, match="UNAVAILABLE"):
         gallery.index.search(gallery.centers[:1], 3)
-    assert len(lite.flaky.called("search")) == 3 + 3  # the first try and 2 retries
+    [hits] = gallery.index.search(gallery.centers[6][None], 1)  # and once it answers again, served
+    assert gallery.person_of(hits[0].face_id) == 6
     gallery.close()
 
 
