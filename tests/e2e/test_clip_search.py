@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import numpy as np
 import pytest
 
 from tests.e2e.conftest import running_search_service
+from tests.search.polling import poll_until
 from tools.processes import ServiceProcess
 
 pytestmark = pytest.mark.shared_data
@@ -59,6 +61,12 @@ def cut_clip(source: Path, target: Path, seconds: float) -> Path:
     return target
 
 
+def job_of(search: ServiceProcess, job_id: int) -> dict[str, Any]:
+    response = httpx.get(f"{search.url}/jobs/{job_id}")
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
 @pytest.fixture(scope="module")
 def service(
     embedder: ServiceProcess, shared_data: Path, tmp_path_factory: pytest.TempPathFactory
@@ -83,11 +91,15 @@ def service(
             )
             assert accepted.status_code == 202, accepted.text
             jobs.append(accepted.json()["job_id"])
-        deadline = time.monotonic() + JOB_TIMEOUT_S
+        deadline = time.monotonic() + JOB_TIMEOUT_S  # for all the jobs together
         for job_id in jobs:
-            while (job := httpx.get(f"{search.url}/jobs/{job_id}").json())["state"] in ("queued", "running"):
-                assert time.monotonic() < deadline, job
-                time.sleep(0.25)
+            job = poll_until(
+                partial(job_of, search, job_id),
+                lambda job: job["state"] not in ("queued", "running"),
+                what=f"job {job_id} to finish",
+                timeout_s=deadline - time.monotonic(),
+                interval_s=0.25,
+            )
             assert job["state"] == "done", job
         yield search, data_dir
 

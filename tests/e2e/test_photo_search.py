@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -17,6 +16,7 @@ import pytest
 
 from search_service.ingest import main as ingest_main
 from tests.conftest import REPO_ROOT
+from tests.search.polling import poll_until
 from tools.processes import ServiceProcess
 
 pytestmark = pytest.mark.shared_data
@@ -114,10 +114,15 @@ def test_sigkill_during_bulk_ingest(search: ServiceProcess, gallery: Path) -> No
         stdout=subprocess.PIPE,
         text=True,
     )  # fmt: skip
-    deadline = time.monotonic() + 120
-    while len(before := _stored(search)) < 4:
-        assert time.monotonic() < deadline and ingest.poll() is None, "ingest finished before the kill"
-        time.sleep(0.05)
+
+    def stored_while_ingesting() -> list[dict]:
+        stored = _stored(search)
+        assert len(stored) >= 4 or ingest.poll() is None, "ingest finished before the kill"
+        return stored
+
+    before = poll_until(
+        stored_while_ingesting, lambda stored: len(stored) >= 4, what="4 photos stored", timeout_s=120
+    )
     search.kill()
     search.start()
     out, _ = ingest.communicate(timeout=300)

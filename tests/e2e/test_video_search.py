@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from tests.e2e.conftest import running_search_service
+from tests.search.polling import poll_until
 from tools.processes import ServiceProcess
 
 pytestmark = pytest.mark.shared_data
@@ -33,6 +36,12 @@ MIRANDA_STILL = "lin_manuel_miranda/lin-manuel-miranda.png"
 JOB_TIMEOUT_S = 300
 
 
+def job_of(search: ServiceProcess, job_id: int) -> dict[str, Any]:
+    response = httpx.get(f"{search.url}/jobs/{job_id}")
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
 @pytest.fixture(scope="module")
 def videos(
     embedder: ServiceProcess, shared_data: Path, tmp_path_factory: pytest.TempPathFactory
@@ -48,11 +57,15 @@ def videos(
             assert response.status_code == 202, response.text
             jobs[name] = response.json()["job_id"]
         videos: dict[str, dict] = {}
-        deadline = time.monotonic() + JOB_TIMEOUT_S
+        deadline = time.monotonic() + JOB_TIMEOUT_S  # for all the jobs together
         for name, job_id in jobs.items():
-            while (job := httpx.get(f"{search.url}/jobs/{job_id}").json())["state"] in ("queued", "running"):
-                assert time.monotonic() < deadline, f"{name}: job not done in {JOB_TIMEOUT_S} s: {job}"
-                time.sleep(0.25)
+            job = poll_until(
+                partial(job_of, search, job_id),
+                lambda job: job["state"] not in ("queued", "running"),
+                what=f"{name}: job {job_id} to finish",
+                timeout_s=deadline - time.monotonic(),
+                interval_s=0.25,
+            )
             assert job["state"] == "done", job
             videos[name] = httpx.get(f"{search.url}/videos/{job['video_id']}").json()
         yield search, videos
