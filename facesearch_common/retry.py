@@ -43,3 +43,23 @@ def backoff(
         "reraise": True,
         "before_sleep": _log_retry(what),
     }
+
+
+def until_up(
+    what: str,
+    *,
+    retry_on: type[BaseException] | tuple[type[BaseException], ...],
+    wait_s: float,
+    backoff_s: float,
+    max_poll_s: float = 1.0,
+) -> dict[str, Any]:
+    """Keyword arguments for ``tenacity.Retrying``: poll a server that may still be booting (compose
+    starts everything at once) while it raises ``retry_on``, for up to ``wait_s``, every
+    ``backoff_s`` doubling up to ``max_poll_s``; the last error is re-raised."""
+    return {
+        "stop": tenacity.stop_before_delay(wait_s),
+        "wait": tenacity.wait_exponential(multiplier=backoff_s, max=max_poll_s),
+        "retry": tenacity.retry_if_exception_type(retry_on),
+        "reraise": True,
+        "before_sleep": _log_retry(what),
+    }

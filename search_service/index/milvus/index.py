@@ -25,7 +25,7 @@ from pymilvus import MilvusClient, MilvusException
 
 from search_service.domain import FaceBatch, Source
 from search_service.errors import IndexUnavailableError
-from search_service.index.base import FaceIndex, FaceSource, IndexHealth, IndexHit
+from search_service.index.base import FaceIndex, FaceSource, IndexHealth, IndexHit, checked_queries
 from search_service.index.milvus import queries, schema
 from search_service.index.milvus.collection import Collection
 from search_service.index.milvus.schema import IndexState
@@ -115,14 +115,9 @@ class MilvusIndex(FaceIndex):
         collection: str | None = None,
         source: Source | None = None,
     ) -> list[list[IndexHit]]:
-        if not 1 <= k <= queries.MAX_K:
-            raise ValueError(f"k must be within 1..{queries.MAX_K}")
-        rows = np.atleast_2d(np.asarray(vectors, np.float32))
-        dimension = self._dimension
-        if dimension is None or len(rows) == 0:
+        rows = checked_queries(vectors, k, max_k=self.max_k, dimension=self._dimension)
+        if self._dimension is None or len(rows) == 0:
             return [[] for _ in rows]
-        if rows.shape[1] != dimension:
-            raise ValueError(f"query has {rows.shape[1]} dimensions, the index {dimension}")
         expression = queries.search_filter(collection, source)
         params = queries.search_params(self._settings.ef_search, k)
         timeout = self._settings.timeout_s

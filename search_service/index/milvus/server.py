@@ -20,7 +20,7 @@ import structlog
 import tenacity
 from pymilvus import MilvusClient, MilvusException
 
-from facesearch_common.retry import backoff
+from facesearch_common.retry import backoff, until_up
 from search_service.errors import IndexUnavailableError
 from search_service.settings import MilvusSettings
 
@@ -39,8 +39,6 @@ UNAVAILABLE_CODES = frozenset({2, 8})
 # The collection is gone or not loaded: searches cannot be answered until open() runs again.
 COLLECTION_NOT_FOUND = 100
 COLLECTION_NOT_LOADED = 101
-# Longest wait between attempts while the server boots, so that open() notices it soon after.
-_BOOT_POLL_S = 1.0
 
 
 def is_unavailable(error: BaseException) -> bool:
@@ -131,16 +129,12 @@ class MilvusServer:
     def wait_until_up(self) -> None:
         """At start the server may still be booting (compose starts everything at once): poll it
         for up to ``connect_wait_s``, then give up with IndexUnavailableError."""
-        policy = backoff(
+        policy = until_up(
             "connecting to Milvus",
-            retries=0,
-            backoff_s=self._settings.backoff_s,
             retry_on=IndexUnavailableError,
+            wait_s=self._settings.connect_wait_s,
+            backoff_s=self._settings.backoff_s,
         )
-        policy |= {
-            "stop": tenacity.stop_before_delay(self._settings.connect_wait_s),
-            "wait": tenacity.wait_exponential(multiplier=self._settings.backoff_s, max=_BOOT_POLL_S),
-        }
         timeout = self._settings.timeout_s
         version = tenacity.Retrying(**policy)(
             self.once, "connecting", lambda c: c.get_server_version(timeout=timeout)

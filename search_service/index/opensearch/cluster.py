@@ -25,7 +25,7 @@ from opensearchpy.exceptions import ConnectionError as ClusterUnreachable
 from opensearchpy.exceptions import TransportError
 from opensearchpy.helpers import BulkIndexError, streaming_bulk
 
-from facesearch_common.retry import backoff
+from facesearch_common.retry import backoff, until_up
 from search_service.errors import IndexUnavailableError
 from search_service.settings import OpenSearchSettings
 
@@ -37,8 +37,6 @@ Action = dict[str, Any]
 # OpenSearch's answers that mean "not now" rather than "wrong request": a full write queue
 # (429), or a proxy or node down (502, 503, 504).
 UNAVAILABLE_STATUSES = frozenset({429, 502, 503, 504})
-# Longest wait between attempts while the cluster boots, so that open() notices it soon after.
-_BOOT_POLL_S = 1.0
 # Under the server's default http.max_content_length (100 MB), which rejects larger bulks.
 _MAX_BULK_BYTES = 50 * 1024 * 1024
 _PROGRESS_EVERY = 50_000
@@ -109,16 +107,12 @@ class Cluster:
     def wait_until_up(self) -> None:
         """At start the cluster may still be booting (compose starts everything at once): poll its
         health for up to ``connect_wait_s``, then give up with IndexUnavailableError."""
-        policy = backoff(
+        policy = until_up(
             "connecting to OpenSearch",
-            retries=0,
-            backoff_s=self._settings.backoff_s,
             retry_on=IndexUnavailableError,
+            wait_s=self._settings.connect_wait_s,
+            backoff_s=self._settings.backoff_s,
         )
-        policy |= {
-            "stop": tenacity.stop_before_delay(self._settings.connect_wait_s),
-            "wait": tenacity.wait_exponential(multiplier=self._settings.backoff_s, max=_BOOT_POLL_S),
-        }
         timeout = self._settings.timeout_s
         tenacity.Retrying(**policy)(
             self.once, "connecting", lambda c: c.cluster.health(request_timeout=timeout)
