@@ -19,6 +19,13 @@ def configure_logging(level: str = "INFO", json_output: bool = True) -> None:
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer() if json_output else structlog.dev.ConsoleRenderer(colors=False)
     )
+    # Exceptions as data: JSON lines carry the whole stack, without local variables (they may hold
+    # uploads, embeddings or keys); the console renderer prints it its own way. Without this,
+    # stdlib records (uvicorn's) showed "<traceback object at 0x...>".
+    tracebacks = structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+    exceptions: list[structlog.types.Processor] = (
+        [structlog.processors.ExceptionRenderer(tracebacks)] if json_output else []
+    )
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
@@ -29,7 +36,7 @@ def configure_logging(level: str = "INFO", json_output: bool = True) -> None:
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *exceptions, renderer],
         )
     )
     root = logging.getLogger()

@@ -357,7 +357,6 @@ class HealthReport:
     index_ok: bool
     faces: int
     index_details: dict[str, Any]
-    embedder_url: str
     embedder_model: EmbeddingModel | None  # None: the embedder does not answer
     match_threshold: float | None
     embedder_problem: str | None

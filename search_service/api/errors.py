@@ -5,9 +5,11 @@ Every error reaches the client as FastAPI's shape, ``{"detail": ...}``.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
@@ -63,18 +65,51 @@ async def _service_error(_: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"detail": error.detail}, status_code=status_of(error))
 
 
+# A 422 echoes each invalid value back (FastAPI's shape); a huge one is cut to this many characters.
+MAX_ECHOED_CHARS = 256
+
+
+def _echo(value: Any) -> Any:
+    """``value`` as a 422 may echo it: JSON-safe (no NaN, no undecodable bytes) and short."""
+    if isinstance(value, str):
+        return (
+            value
+            if len(value) <= MAX_ECHOED_CHARS
+            else f"{value[:MAX_ECHOED_CHARS]}... ({len(value)} characters)"
+        )
+    try:
+        encoded = jsonable_encoder(value)
+        text = json.dumps(encoded, allow_nan=False)
+    except (TypeError, ValueError):  # NaN or Infinity, bytes that are no UTF-8
+        encoded = text = repr(value)
+    if len(text) <= MAX_ECHOED_CHARS:
+        return encoded
+    return f"{text[:MAX_ECHOED_CHARS]}... ({len(text)} characters)"
+
+
+async def _invalid_request(_: Request, error: Exception) -> JSONResponse:
+    """FastAPI's own 422, with every echoed input made safe to send (see ``_echo``)."""
+    assert isinstance(error, RequestValidationError)
+    errors = [
+        {**entry, "input": _echo(entry["input"])} if "input" in entry else entry for entry in error.errors()
+    ]
+    return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
 
 
 _DESCRIPTIONS = {
-    400: "The embedder could not read the photo (named in `detail`).",
+    400: "A body that is not well-formed multipart/form-data, or a photo the embedder could not read "
+    "(corrupt or truncated; named in `detail`).",
     404: "No such id.",
     409: "The embedder runs another model than the one this index was built with.",
     413: "Upload too large: the whole body, or one photo (named in `detail`); a query clip over its "
     "size or length limit.",
-    415: "Not an image format the embedder reads, or a query clip that is no decodable video (file "
-    "named in `detail`).",
+    415: "Not an image format the embedder reads, or an uploaded video or query clip that is no "
+    "decodable video (file named in `detail`).",
     422: "Invalid parameters (search: both or neither of `image` and `video`), or no face in the query "
     "photo or clip.",
     502: "The embedder answered something unexpected.",

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 from fastapi.responses import FileResponse
-from pydantic import Json
 
 from search_service.api import presenters
 from search_service.api.deps import ServicesDep
 from search_service.api.errors import error_responses, invalid_parameter
-from search_service.api.schemas import COLLECTION_PATTERN, Image, ImageList, IngestResponse
+from search_service.api.schemas import (
+    COLLECTION_PATTERN,
+    MAX_EXTERNAL_ID_CHARS,
+    MAX_ID,
+    MAX_METADATA_BYTES,
+    MAX_METADATA_DEPTH,
+    ExternalId,
+    IdPath,
+    Image,
+    ImageList,
+    IngestResponse,
+    Metadata,
+)
 from search_service.api.uploads import read_upload
 
 router = APIRouter(prefix="/images", tags=["images"])
@@ -31,10 +42,18 @@ async def ingest_images(
         Form(pattern=COLLECTION_PATTERN, description="Defaults to the service's default collection."),
     ] = None,
     external_id: Annotated[
-        list[str] | None, Form(description="Your id for each photo: give it once per photo, in upload order.")
+        list[ExternalId] | None,
+        Form(
+            description="Your id for each photo: give it once per photo, in upload order "
+            f"(at most {MAX_EXTERNAL_ID_CHARS} characters, no control characters)."
+        ),
     ] = None,
     metadata: Annotated[
-        Json[dict[str, Any]] | None, Form(description="A JSON object stored with every photo of the request.")
+        Metadata | None,
+        Form(
+            description="A JSON object stored with every photo of the request (strict JSON: no NaN or "
+            f"Infinity; at most {MAX_METADATA_BYTES} bytes, nested at most {MAX_METADATA_DEPTH} deep)."
+        ),
     ] = None,
 ) -> IngestResponse:
     """Answers once every photo is durably stored and searchable. A photo already stored in the
@@ -68,8 +87,10 @@ async def list_images(
         list[str], Query(max_length=1000, description="Only photos with these digests (repeatable).")
     ] = [],  # noqa: B006 - FastAPI copies parameter defaults
     collection: Annotated[str | None, Query(pattern=COLLECTION_PATTERN)] = None,
-    external_id: str | None = None,
-    after: Annotated[int, Query(ge=0, description="Return photos with ids above this (paging).")] = 0,
+    external_id: Annotated[str | None, Query(max_length=MAX_EXTERNAL_ID_CHARS)] = None,
+    after: Annotated[
+        int, Query(ge=0, le=MAX_ID, description="Return photos with ids above this (paging).")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> ImageList:
     """Filters combine; `sha256` lets a bulk client skip photos it already uploaded."""
@@ -85,7 +106,7 @@ async def list_images(
 @router.get(
     "/{image_id}", response_model=Image, summary="A photo's record and faces", responses=error_responses(404)
 )
-async def get_image(services: ServicesDep, image_id: int) -> Image:
+async def get_image(services: ServicesDep, image_id: IdPath) -> Image:
     return presenters.image(await services.images.get(image_id))
 
 
@@ -95,7 +116,7 @@ async def get_image(services: ServicesDep, image_id: int) -> Image:
     summary="The stored photo, byte for byte",
     responses={200: {"content": {"image/*": {}}, "description": "The photo."}, **error_responses(404)},
 )
-async def get_image_file(services: ServicesDep, image_id: int) -> FileResponse:
+async def get_image_file(services: ServicesDep, image_id: IdPath) -> FileResponse:
     path, content_type = await services.images.file(image_id)
     return FileResponse(path, media_type=content_type)
 
@@ -107,6 +128,6 @@ async def get_image_file(services: ServicesDep, image_id: int) -> FileResponse:
     summary="Delete a photo; its faces leave search at once",
     responses=error_responses(404),
 )
-async def delete_image(services: ServicesDep, image_id: int) -> Response:
+async def delete_image(services: ServicesDep, image_id: IdPath) -> Response:
     await services.images.delete(image_id)
     return Response(status_code=204)

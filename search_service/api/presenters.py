@@ -133,7 +133,6 @@ def health(report: HealthReport) -> Health:
             backend=report.index_backend, ok=report.index_ok, faces=report.faces, details=report.index_details
         ),
         embedder=EmbedderStatus(
-            url=report.embedder_url,
             ok=model is not None,
             model=model.name if model else None,
             dimension=model.dimension if model else None,

@@ -6,15 +6,95 @@ never rename. Domain records become these models in ``presenters``.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import json
+import math
+import unicodedata
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import Path
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic_core import PydanticCustomError
 
 from search_service.domain import Box, JobState, Source, TimeRange
 
 COLLECTION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 DEFAULT_K = 20
 MAX_K = 1000
+# SQLite integers are signed 64-bit: no id or paging cursor lies beyond this one.
+MAX_ID = 2**63 - 1
+# Limits of the free-text fields a client stores with a photo or video.
+MAX_EXTERNAL_ID_CHARS = 1024
+MAX_METADATA_BYTES = 64 * 1024  # the JSON text as sent, UTF-8
+MAX_METADATA_DEPTH = 32  # nested objects and arrays
+
+
+def _no_control_characters(value: str) -> str:
+    if any(unicodedata.category(char) == "Cc" for char in value):
+        raise PydanticCustomError("string_control_characters", "must not contain control characters")
+    return value
+
+
+# A client's own id for a photo or video: printable text of bounded length.
+ExternalId = Annotated[
+    str, StringConstraints(max_length=MAX_EXTERNAL_ID_CHARS), AfterValidator(_no_control_characters)
+]
+
+
+def _reject_constant(name: str) -> Any:
+    raise PydanticCustomError(
+        "json_invalid", "Invalid JSON: {constant} is not a JSON number", {"constant": name}
+    )
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):  # 1e999: a JSON number that no float holds
+        raise PydanticCustomError(
+            "json_invalid", "Invalid JSON: {number} is out of range", {"number": text[:32]}
+        )
+    return number
+
+
+def _nesting(value: Any) -> int:
+    """How deeply objects and arrays nest in parsed JSON (a scalar: 0), without recursion."""
+    depth, level = 0, [value]
+    while containers := [item for item in level if isinstance(item, dict | list)]:
+        depth += 1
+        level = [
+            child for item in containers for child in (item.values() if isinstance(item, dict) else item)
+        ]
+    return depth
+
+
+def _metadata(value: Any) -> Any:
+    """Strict JSON text: no NaN or Infinity (json.loads accepts them; no JSON reader elsewhere does),
+    at most MAX_METADATA_BYTES long and MAX_METADATA_DEPTH deep."""
+    if not isinstance(value, str | bytes | bytearray):
+        return value
+    size = len(value.encode() if isinstance(value, str) else value)
+    if size > MAX_METADATA_BYTES:
+        raise PydanticCustomError(
+            "json_too_long",
+            "metadata is {size} bytes of JSON, the limit is {limit}",
+            {"size": size, "limit": MAX_METADATA_BYTES},
+        )
+    try:
+        parsed = json.loads(value, parse_constant=_reject_constant, parse_float=_finite_float)
+    except (ValueError, RecursionError) as error:
+        if isinstance(error, PydanticCustomError):
+            raise
+        raise PydanticCustomError("json_invalid", "Invalid JSON: {error}", {"error": str(error)}) from None
+    if _nesting(parsed) > MAX_METADATA_DEPTH:
+        raise PydanticCustomError(
+            "json_too_deep", "metadata nests deeper than {limit} levels", {"limit": MAX_METADATA_DEPTH}
+        )
+    return parsed
+
+
+# What a client stores with a photo: a JSON object, sent as text.
+Metadata = Annotated[dict[str, Any], BeforeValidator(_metadata)]
+# An id in a path: a positive 64-bit integer, as the store keeps them.
+IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 class ErrorResponse(BaseModel):
@@ -165,7 +245,6 @@ class IndexStatus(BaseModel):
 
 
 class EmbedderStatus(BaseModel):
-    url: str
     ok: bool
     model: str | None = None
     dimension: int | None = None
@@ -241,7 +320,7 @@ class VideoForm(BaseModel):
     """The text fields of `POST /videos`."""
 
     collection: str | None = Field(None, pattern=COLLECTION_PATTERN)
-    external_id: str | None = Field(None, max_length=1024)
+    external_id: ExternalId | None = None
 
 
 class VideoList(BaseModel):

@@ -14,11 +14,15 @@ from search_service.errors import UploadTooLargeError
 
 
 def _content_type(data: bytes, declared: str | None) -> str:
-    """The stored photo's type as its bytes say (clients often send application/octet-stream)."""
+    """The stored photo's type as its bytes say (clients often send application/octet-stream).
+
+    Only the header is read. A header declaring more pixels than Pillow's bomb guard allows raises
+    DecompressionBombError (no OSError): the declared type stands, and the embedder, which owns the
+    pixel limit, judges the photo (a 413 naming it)."""
     try:
-        with Image.open(io.BytesIO(data)) as image:  # reads the header only
+        with Image.open(io.BytesIO(data)) as image:
             mime = Image.MIME.get(image.format or "")
-    except (UnidentifiedImageError, OSError):
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError):
         mime = None
     return mime or declared or "application/octet-stream"
 

@@ -4,6 +4,9 @@ FastAPI's ``UploadFile`` has the whole body spooled to a temporary file elsewher
 runs; a video can be gigabytes, so here the body is parsed as it streams in: the file part goes to a
 staging file in the blob store (hashed on the way, its size checked at every chunk, before writing),
 text fields stay in memory. Any failure removes the staging file, so a refused upload leaves nothing.
+A body that is not well-formed multipart (no boundary, bytes the parser cannot read, a part without
+a field name, an end before the closing boundary) is a 400, as FastAPI answers for ``/images``; a
+well-formed form whose fields are missing or invalid is a 422.
 The file may be allowed under one of several field names, each with its own size limit
 (``POST /search``: a photo as ``image`` or a clip as ``video``); exactly one file is accepted.
 """
@@ -16,9 +19,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
-from fastapi import Request
+from fastapi import HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 from starlette.concurrency import run_in_threadpool
 
@@ -34,6 +38,11 @@ Form = TypeVar("Form", bound=BaseModel)
 # Text fields (collection, external_id) are short; anything longer is a mistake or an attack.
 MAX_FIELD_BYTES = 4096
 _GENERIC_TYPES = frozenset({"", "application/octet-stream"})
+
+
+def malformed(reason: str) -> HTTPException:
+    """A 400 for a body that cannot be read as multipart/form-data at all."""
+    return HTTPException(400, detail=f"malformed multipart/form-data body: {reason}")
 
 
 class _Parts:
@@ -77,8 +86,12 @@ class _Parts:
         self._name = self._value = b""
 
     def _headers_finished(self) -> None:
-        _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
-        name = options.get(b"name", b"").decode("utf-8", "replace")
+        disposition, options = parse_options_header(self._headers.get(b"content-disposition", b""))
+        if disposition != b"form-data" or not options.get(b"name"):
+            self._fail(malformed('a part has no Content-Disposition "form-data" header with a field name'))
+            self._target = bytearray()  # its bytes go nowhere: the request fails after this chunk
+            return
+        name = options[b"name"].decode("utf-8", "replace")
         if name in self.file_fields:
             self.file_parts += 1
             if self.file_parts > 1:
@@ -128,6 +141,17 @@ def _missing(fields: Mapping[str, int]) -> RequestValidationError:
     return RequestValidationError([{"type": "missing", "loc": ("body",), "msg": message, "input": None}])
 
 
+def _parse(parser: MultipartParser, chunk: bytes | None) -> None:
+    """Feed the parser a chunk (None: the end of the body); what it cannot parse is a 400."""
+    try:
+        if chunk is None:
+            parser.finalize()
+        else:
+            parser.write(chunk)
+    except FormParserError as error:
+        raise malformed(str(error) or type(error).__name__) from error
+
+
 def _write(file: IO[bytes], digest: Any, chunks: list[bytes]) -> None:
     for chunk in chunks:
         digest.update(chunk)
@@ -162,9 +186,11 @@ async def receive_one_of(
     ``form_model`` (invalid: 422). No file or more than one is a 422. Returns the file's field name.
     The caller owns the staging file afterwards: on any failure here it is already removed."""
     media_type, options = parse_options_header(request.headers.get("content-type"))
-    if media_type != b"multipart/form-data" or b"boundary" not in options:
+    if media_type != b"multipart/form-data":
         names = " or ".join(f"`{name}`" for name in file_fields)
         raise invalid_parameter(("body",), f"send multipart/form-data with a {names} file", None)
+    if not options.get(b"boundary"):
+        raise malformed("no boundary in the Content-Type header")
     parts = _Parts(file_fields)
     parser = MultipartParser(options[b"boundary"], parts.callbacks())
     file = staging()
@@ -173,7 +199,7 @@ async def receive_one_of(
     size = 0
     try:
         async for chunk in request.stream():
-            parser.write(chunk)
+            _parse(parser, chunk)
             if parts.error is not None:
                 raise parts.error
             if parts.pending:
@@ -186,10 +212,12 @@ async def receive_one_of(
                         f"{parts.filename or parts.file_field}: over the limit of {max_bytes} bytes"
                     )
                 await run_in_threadpool(_write, file, digest, chunks)
-        parser.finalize()
+        _parse(parser, None)
         file.close()
+        if parts.error is not None:
+            raise parts.error
         if parser.state not in (MultipartState.END, MultipartState.BOUNDARY_PADDING):
-            raise invalid_parameter(("body",), "the multipart body ends before its closing boundary", None)
+            raise malformed("the body ends before its closing boundary")
         if parts.file_field is None:
             raise _missing(file_fields)
         try:

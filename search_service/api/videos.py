@@ -10,7 +10,16 @@ from fastapi.responses import FileResponse
 from search_service.api import presenters
 from search_service.api.deps import ServicesDep
 from search_service.api.errors import error_responses
-from search_service.api.schemas import COLLECTION_PATTERN, Video, VideoAccepted, VideoForm, VideoList
+from search_service.api.schemas import (
+    COLLECTION_PATTERN,
+    MAX_EXTERNAL_ID_CHARS,
+    MAX_ID,
+    IdPath,
+    Video,
+    VideoAccepted,
+    VideoForm,
+    VideoList,
+)
 from search_service.api.video_upload import receive_upload
 
 router = APIRouter(prefix="/videos", tags=["videos"])
@@ -46,13 +55,14 @@ _UPLOAD_BODY = {
     response_model=VideoAccepted,
     summary="Store a video and analyse it in the background",
     openapi_extra=_UPLOAD_BODY,
-    responses=error_responses(413, 422),
+    responses=error_responses(400, 413, 415, 422),
 )
 async def upload_video(services: ServicesDep, request: Request) -> VideoAccepted:
     """Answers as soon as the file is stored: follow `GET /jobs/{job_id}`; the people found are at
     `GET /videos/{video_id}` and in search once the job is done. The file streams to disk and is
-    refused with a 413 as soon as it passes the size limit. A file that is no decodable video is
-    accepted here and its job fails with the reason."""
+    refused with a 413 as soon as it passes the size limit. A file that is no video (its container
+    does not open, or its first video frame does not decode) is refused with a 415 naming the file
+    and the reason, and nothing is kept; a body that is not well-formed multipart is a 400."""
     staged, form = await receive_upload(
         request,
         file_field="video",
@@ -76,8 +86,10 @@ async def upload_video(services: ServicesDep, request: Request) -> VideoAccepted
 async def list_videos(
     services: ServicesDep,
     collection: Annotated[str | None, Query(pattern=COLLECTION_PATTERN)] = None,
-    external_id: str | None = None,
-    after: Annotated[int, Query(ge=0, description="Return videos with ids above this (paging).")] = 0,
+    external_id: Annotated[str | None, Query(max_length=MAX_EXTERNAL_ID_CHARS)] = None,
+    after: Annotated[
+        int, Query(ge=0, le=MAX_ID, description="Return videos with ids above this (paging).")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> VideoList:
     records = await services.videos.find(
@@ -95,7 +107,7 @@ async def list_videos(
     summary="A video's metadata, state and people with their time ranges",
     responses=error_responses(404),
 )
-async def get_video(services: ServicesDep, video_id: int) -> Video:
+async def get_video(services: ServicesDep, video_id: IdPath) -> Video:
     return presenters.video(await services.videos.get(video_id))
 
 
@@ -105,7 +117,7 @@ async def get_video(services: ServicesDep, video_id: int) -> Video:
     summary="The clearest face of a track, as JPEG",
     responses={200: {"content": {"image/jpeg": {}}, "description": "The face."}, **error_responses(404)},
 )
-async def get_thumbnail(services: ServicesDep, video_id: int, track_id: int) -> FileResponse:
+async def get_thumbnail(services: ServicesDep, video_id: IdPath, track_id: IdPath) -> FileResponse:
     return FileResponse(await services.videos.thumbnail(video_id, track_id), media_type="image/jpeg")
 
 
@@ -116,6 +128,6 @@ async def get_thumbnail(services: ServicesDep, video_id: int, track_id: int) -> 
     summary="Delete a video; its faces leave search at once, a running analysis is cancelled",
     responses=error_responses(404),
 )
-async def delete_video(services: ServicesDep, video_id: int) -> Response:
+async def delete_video(services: ServicesDep, video_id: IdPath) -> Response:
     await services.videos.delete(video_id)
     return Response(status_code=204)

@@ -203,7 +203,10 @@ class EmbedderClient:
                     return response
         except (httpx.TransportError, _Transient) as error:
             problem = f"{type(error).__name__}: {error}".rstrip(": ")
+            attempts = self._settings.retries + 1
+            # The address is for the operator's log; clients are not told the internal network.
+            log.warning("embedder unavailable", url=self.url, attempts=attempts, problem=problem)
             raise EmbedderUnavailableError(
-                f"embedder at {self.url} unavailable ({self._settings.retries + 1} attempts; last: {problem})"
+                f"the embedder is unavailable ({attempts} attempts; last: {problem})"
             ) from error
         raise AssertionError("unreachable: tenacity either returns or re-raises")

@@ -61,7 +61,6 @@ class Services:
             index_ok=index.ok,
             faces=index.faces,
             index_details=index.details,
-            embedder_url=self.embedder.url,
             embedder_model=embedder.model,
             match_threshold=embedder.match_threshold,
             embedder_problem=embedder.problem,

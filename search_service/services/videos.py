@@ -1,9 +1,10 @@
 """Videos: upload, background analysis (frames -> embedder -> tracks -> people), lookup, deletion.
 
-An upload is stored and answered at once with a job; a worker thread then samples frames, sends
-them in batches to the embedder through the service's own client (on the event loop), links the
-faces into tracks and people, and stores people, tracks, thumbnails and a few vectors per track in
-one transaction. Only then do the vectors enter the index.
+An upload is probed first (its container read, its first frame decoded): what is no video is
+refused and nothing kept. A video is stored and answered at once with a job; a worker thread then
+samples frames, sends them in batches to the embedder through the service's own client (on the
+event loop), links the faces into tracks and people, and stores people, tracks, thumbnails and a
+few vectors per track in one transaction. Only then do the vectors enter the index.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from search_service.domain import (
     VideoAnalysis,
     VideoRecord,
 )
-from search_service.errors import ConflictError, NotFoundError, ServiceError
+from search_service.errors import ConflictError, NotAVideoError, NotFoundError, ServiceError
 from search_service.index.base import FaceIndex
 from search_service.services.frames import FrameEmbedder
 from search_service.services.jobs import JobControl, JobFailed, JobRunner
@@ -34,7 +35,7 @@ from search_service.services.lookup import found
 from search_service.settings import VideoSettings
 from search_service.storage.jobs import JobRepository
 from search_service.storage.videos import VideoRepository
-from search_service.video import DetectAndEmbed, VideoDecodeError, process_video
+from search_service.video import DetectAndEmbed, VideoDecodeError, probe, process_video
 
 log = structlog.get_logger(__name__)
 
@@ -88,6 +89,14 @@ class VideosService:
         return self._videos.staging_file()
 
     async def submit(self, staged: StagedFile, *, collection: str, external_id: str | None) -> SubmittedVideo:
+        """Store the staged upload and queue its analysis. Raises NotAVideoError, storing nothing,
+        for a file whose container does not open or whose first video frame does not decode (the
+        caller still owns, and removes, the staging file)."""
+        try:
+            await asyncio.to_thread(probe, staged.path)
+        except VideoDecodeError as error:
+            log.info("video refused", filename=staged.filename, bytes=staged.size_bytes, reason=str(error))
+            raise NotAVideoError(f"{staged.filename}: not a decodable video: {error}") from error
         submitted = await asyncio.to_thread(self._videos.add, staged, collection, external_id)
         self.runner.notify()
         log.info(

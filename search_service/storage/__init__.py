@@ -45,7 +45,7 @@ class Storage:
         ``sweep=False`` for tools that may run beside a live service (re-indexing): there an
         unreferenced file may be an upload in progress, not debris.
         """
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # photos, faces: the owner's alone
         database = Database(data_dir / FILE_NAME)
         blobs = BlobStore(data_dir / "media", faults)
         if sweep:

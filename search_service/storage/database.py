@@ -10,7 +10,9 @@ a time, each in its own transaction together with its version number.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import stat
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
@@ -64,6 +66,12 @@ class Database:
         # Reentrant: repositories hold it across file operations and the transaction that names
         # the files, so that a delete can never unlink a file a concurrent ingest is about to use.
         self.lock = threading.RLock()
+        # Face embeddings are biometric data: the file is the owner's alone (SQLite gives its -wal
+        # and -shm files the same mode).
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o007:  # a store made before this rule: nothing for other users
+            path.chmod(mode & ~0o007)
         # Autocommit mode: transactions are opened explicitly (BEGIN IMMEDIATE) by transaction().
         self._connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._connection.row_factory = sqlite3.Row

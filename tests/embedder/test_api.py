@@ -108,3 +108,29 @@ def test_models_report_checksums_and_providers(client: TestClient, models_dir: P
     for model in body["models"]:
         assert model["checksum"] == hashlib.sha256((models_dir / model["file"]).read_bytes()).hexdigest()
         assert "CPUExecutionProvider" in model["providers"]
+
+
+def test_16_and_32_bit_grey_versions_of_a_photo_still_show_its_face(
+    client: TestClient, lfw_photo: bytes
+) -> None:
+    """Issue 10: a 16-bit grey PNG or 32-bit int TIFF decoded washed out (mean 242) and showed 0 faces."""
+    grey = np.asarray(Image.open(io.BytesIO(lfw_photo)).convert("L"))
+    versions = {}
+    for name, image in [
+        ("grey8.png", Image.fromarray(grey)),
+        ("grey16.png", Image.fromarray(grey.astype(np.uint16) * 257)),
+        ("grey32.tif", Image.fromarray(np.rint(grey * ((2**31 - 1) / 255)).astype(np.int32))),
+    ]:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG" if name.endswith(".png") else "TIFF")
+        versions[name] = buffer.getvalue()
+    assert Image.open(io.BytesIO(versions["grey16.png"])).mode == "I;16"
+    assert Image.open(io.BytesIO(versions["grey32.tif"])).mode == "I"
+    boxes = {}
+    for name, data in versions.items():
+        result = post(client, (name, data), embeddings=False)
+        assert result["status"] == 200
+        (face,) = result["body"]["images"][0]["faces"]
+        boxes[name] = np.array(face["box"])
+    for name in ("grey16.png", "grey32.tif"):
+        assert np.abs(boxes[name] - boxes["grey8.png"]).max() < 2, name

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import struct
 import time
 from dataclasses import dataclass, field
 
@@ -92,6 +93,21 @@ def _json(payload: object, status: int = 200) -> Response:
     return Response(json.dumps(payload), status, content_type="application/json")
 
 
+def _declared_size(data: bytes) -> tuple[int, int]:
+    """Width and height as the photo's header declares them; (0, 0) when it names none.
+
+    PNG's is read here: Pillow's own bomb guard would refuse to report a huge one (the real embedder
+    lifts that guard, which this test process must not do: the search service shares it)."""
+    if len(data) >= 24 and data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR":
+        width, height = struct.unpack(">II", data[16:24])
+        return width, height
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size
+    except (UnidentifiedImageError, OSError):
+        return 0, 0
+
+
 @dataclass
 class FakeEmbedder:
     """The embedder's HTTP contract, with knobs for the ways a real embedder can answer."""
@@ -106,6 +122,8 @@ class FakeEmbedder:
     match_threshold: float = MATCH_THRESHOLD
     # Like the real embedder's EMBEDDER_MAX_IMAGES_PER_REQUEST: more photos in one call are a 413.
     max_images_per_request: int = 64
+    # Like the real embedder's EMBEDDER_MAX_IMAGE_PIXELS: a larger photo is a 413, judged from its header.
+    max_pixels: int = 40_000_000
     delay_s: float = 0.0  # per POST /faces call, to stretch a bulk ingest in time
     # The query parameters of each answered POST /faces: what the service asked the detector for
     # (min_face_size, threshold, embeddings, landmarks) is part of the wire contract.
@@ -144,12 +162,16 @@ class FakeEmbedder:
         images = []
         for upload in uploads:
             data = upload.read()
+            width, height = _declared_size(data)
+            if width * height > self.max_pixels:  # the real embedder's check and words
+                message = f"image too large: {width}x{height} = {width * height} pixels, the limit is "
+                return _json({"detail": f"{message}{self.max_pixels}"}, 413)
             try:
                 image = Image.open(io.BytesIO(data))
                 image.load()
             except UnidentifiedImageError:
                 return _json({"detail": "cannot identify image file"}, 415)
-            except OSError as error:
+            except (OSError, SyntaxError, ValueError) as error:  # as the real embedder: a 400
                 return _json({"detail": f"cannot decode image: {error}"}, 400)
             if image.format == "JPEG":
                 faces = marker_faces(image, data)

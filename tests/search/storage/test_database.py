@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import stat
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,24 @@ def test_unknown_schema_version_is_refused(data_dir: Path) -> None:
     db.close()
     with pytest.raises(RuntimeError, match=f"schema version 99; this build reads {SCHEMA_VERSION}"):
         Storage.open(data_dir)
+
+
+def _others_can_read(path: Path) -> bool:
+    return bool(stat.S_IMODE(path.stat().st_mode) & 0o007)
+
+
+def test_faces_and_photos_are_the_owners_alone(data_dir: Path) -> None:
+    storage = Storage.open(data_dir)
+    [stored], _ = storage.images.add([new_image(photo("ida"))])
+    photo_file = storage.images.file(stored.image)
+    storage.close()
+    assert not _others_can_read(data_dir)  # the folder: nothing below it is reachable by others
+    assert not _others_can_read(data_dir / FILE_NAME)
+    assert not _others_can_read(photo_file)
+
+
+def test_a_store_made_readable_to_others_is_tightened_at_open(data_dir: Path) -> None:
+    Storage.open(data_dir).close()
+    (data_dir / FILE_NAME).chmod(0o644)
+    Storage.open(data_dir).close()
+    assert stat.S_IMODE((data_dir / FILE_NAME).stat().st_mode) == 0o640
