@@ -62,8 +62,8 @@ typecheck: venv ## mypy over every package, the tools and the tests
 test: lint typecheck models ## The whole suite as CI runs it: lint, typecheck, every test
 	$(VENV)/bin/pytest -q -ra
 
-unit: venv ## Fast tier (under a minute): no models, no ../shared/data, nothing slow
-	$(VENV)/bin/pytest -q -ra -m "$(UNIT_MARKERS)"
+unit: venv ## Fast tier (under a minute): no models, no ../shared/data, nothing slow; on every core
+	$(VENV)/bin/pytest -q -ra -n auto -m "$(UNIT_MARKERS)"
 
 # The peers measured beside us: face_recognition (dlib HOG + dlib descriptor), installed without
 # its `dlib` requirement (dlib-bin provides the module; `dlib` would compile for many minutes).
