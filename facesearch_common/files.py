@@ -51,9 +51,3 @@ def atomic_writer(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
     except BaseException:
         staged.unlink(missing_ok=True)
         raise
-
-
-def atomic_write(path: Path, data: bytes | str) -> None:
-    """Replace ``path`` with ``data`` durably and atomically."""
-    with atomic_writer(path, "wb" if isinstance(data, bytes) else "w") as file:
-        file.write(data)

@@ -3,12 +3,17 @@ session, and search services on fresh data directories."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
+from tests.search.polling import poll_until
 from tools.processes import ServiceProcess, embedder_service, search_service
 
 
@@ -28,3 +33,38 @@ def running_search_service(data_dir: Path, embedder: ServiceProcess) -> Iterator
 def search(embedder: ServiceProcess, tmp_path: Path) -> Iterator[ServiceProcess]:
     with running_search_service(tmp_path / "data", embedder) as process:
         yield process
+
+
+def ingest_clips(
+    search: ServiceProcess, folder: Path, names: Iterable[str], timeout_s: float
+) -> dict[str, dict]:
+    """Upload the clips (``external_id``: the file name) and wait for every job to be done, within
+    ``timeout_s`` for all of them; their finished jobs by file name."""
+    jobs: dict[str, int] = {}
+    for name in names:
+        accepted = httpx.post(
+            f"{search.url}/videos",
+            files={"video": (name, (folder / name).read_bytes())},
+            data={"external_id": name},
+        )
+        assert accepted.status_code == 202, accepted.text
+        jobs[name] = accepted.json()["job_id"]
+    deadline = time.monotonic() + timeout_s
+    done: dict[str, dict] = {}
+    for name, job_id in jobs.items():
+        job = poll_until(
+            partial(_job, search, job_id),
+            lambda job: job["state"] not in ("queued", "running"),
+            what=f"{name}: job {job_id} to finish",
+            timeout_s=deadline - time.monotonic(),
+            interval_s=0.25,
+        )
+        assert job["state"] == "done", job
+        done[name] = job
+    return done
+
+
+def _job(search: ServiceProcess, job_id: int) -> dict[str, Any]:
+    response = httpx.get(f"{search.url}/jobs/{job_id}")
+    assert response.status_code == 200, response.text
+    return dict(response.json())

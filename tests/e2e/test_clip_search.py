@@ -9,9 +9,7 @@ About 9 s of video ingested and 7 s searched with: a few seconds of wall time on
 from __future__ import annotations
 
 import base64
-import time
 from collections.abc import Iterator
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +19,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.e2e.conftest import running_search_service
-from tests.search.polling import poll_until
+from tests.e2e.conftest import ingest_clips, running_search_service
 from tools.processes import ServiceProcess
 
 pytestmark = pytest.mark.shared_data
@@ -61,12 +58,6 @@ def cut_clip(source: Path, target: Path, seconds: float) -> Path:
     return target
 
 
-def job_of(search: ServiceProcess, job_id: int) -> dict[str, Any]:
-    response = httpx.get(f"{search.url}/jobs/{job_id}")
-    assert response.status_code == 200, response.text
-    return dict(response.json())
-
-
 @pytest.fixture(scope="module")
 def service(
     embedder: ServiceProcess, shared_data: Path, tmp_path_factory: pytest.TempPathFactory
@@ -83,24 +74,7 @@ def service(
             timeout=120,
         )
         assert response.status_code == 200, response.text
-        jobs = []
-        for name in STORED_CLIPS:
-            path = shared_data / "videos" / name
-            accepted = httpx.post(
-                f"{search.url}/videos", files={"video": (name, path.read_bytes())}, data={"external_id": name}
-            )
-            assert accepted.status_code == 202, accepted.text
-            jobs.append(accepted.json()["job_id"])
-        deadline = time.monotonic() + JOB_TIMEOUT_S  # for all the jobs together
-        for job_id in jobs:
-            job = poll_until(
-                partial(job_of, search, job_id),
-                lambda job: job["state"] not in ("queued", "running"),
-                what=f"job {job_id} to finish",
-                timeout_s=deadline - time.monotonic(),
-                interval_s=0.25,
-            )
-            assert job["state"] == "done", job
+        ingest_clips(search, shared_data / "videos", STORED_CLIPS, JOB_TIMEOUT_S)
         yield search, data_dir
 
 

@@ -7,17 +7,13 @@ roughly 10 s of wall time on 2 cores.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
-from functools import partial
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from tests.e2e.conftest import running_search_service
-from tests.search.polling import poll_until
+from tests.e2e.conftest import ingest_clips, running_search_service
 from tools.processes import ServiceProcess
 
 pytestmark = pytest.mark.shared_data
@@ -36,38 +32,16 @@ MIRANDA_STILL = "lin_manuel_miranda/lin-manuel-miranda.png"
 JOB_TIMEOUT_S = 300
 
 
-def job_of(search: ServiceProcess, job_id: int) -> dict[str, Any]:
-    response = httpx.get(f"{search.url}/jobs/{job_id}")
-    assert response.status_code == 200, response.text
-    return dict(response.json())
-
-
 @pytest.fixture(scope="module")
 def videos(
     embedder: ServiceProcess, shared_data: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[ServiceProcess, dict[str, dict]]]:
     """A search service holding the clips, every job done; the videos by file name."""
     with running_search_service(tmp_path_factory.mktemp("video_e2e"), embedder) as search:
-        jobs: dict[str, int] = {}
-        for name in CLIPS:
-            path = shared_data / "videos" / name
-            response = httpx.post(
-                f"{search.url}/videos", files={"video": (name, path.read_bytes())}, data={"external_id": name}
-            )
-            assert response.status_code == 202, response.text
-            jobs[name] = response.json()["job_id"]
-        videos: dict[str, dict] = {}
-        deadline = time.monotonic() + JOB_TIMEOUT_S  # for all the jobs together
-        for name, job_id in jobs.items():
-            job = poll_until(
-                partial(job_of, search, job_id),
-                lambda job: job["state"] not in ("queued", "running"),
-                what=f"{name}: job {job_id} to finish",
-                timeout_s=deadline - time.monotonic(),
-                interval_s=0.25,
-            )
-            assert job["state"] == "done", job
-            videos[name] = httpx.get(f"{search.url}/videos/{job['video_id']}").json()
+        jobs = ingest_clips(search, shared_data / "videos", CLIPS, JOB_TIMEOUT_S)
+        videos = {
+            name: httpx.get(f"{search.url}/videos/{job['video_id']}").json() for name, job in jobs.items()
+        }
         yield search, videos
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from search_service.domain import FaceBatch, Source
+from search_service.errors import IndexUnavailableError
 from search_service.index.base import FaceIndex
 
 DIMENSION = 64
@@ -138,6 +139,21 @@ class Gallery:
         return [[(int(ids[j]), float(row[j])) for j in top] for row, top in zip(scores, order, strict=True)]
 
 
+def assert_unavailable(gallery: Gallery, media: list[int], reason: str) -> None:
+    """With its server down, a remote backend says so: health is not ok, and every operation raises
+    IndexUnavailableError (``reason``: how the message words it, e.g. "unreachable")."""
+    health = gallery.index.health()
+    assert not health.ok and reason in health.details["error"]
+    with pytest.raises(IndexUnavailableError, match=f"{reason} while searching"):
+        gallery.index.search(gallery.centers[:1], 5)
+    with pytest.raises(IndexUnavailableError):
+        gallery.add(range(5, 6), 1)
+    with pytest.raises(IndexUnavailableError):
+        gallery.index.remove_media(media[:1])
+    with pytest.raises(IndexUnavailableError):
+        gallery.index.count()
+
+
 class IndexConformance:
     @pytest.fixture
     def make_index(self) -> IndexFactory:
@@ -171,6 +187,17 @@ class IndexConformance:
             stored = gallery.source.faces[hit.face_id]
             assert hit.media_id == stored.media_id
             assert hit.score == pytest.approx(float(stored.vector @ gallery.centers[7]), abs=1e-4)
+
+    def test_wrong_dimensions_and_k_are_refused(self, gallery: Gallery) -> None:
+        gallery.add(range(3), 1)
+        with pytest.raises(ValueError, match="dimensions"):
+            gallery.index.search(np.ones((1, 3), np.float32), 5)
+        batch = next(gallery.source.face_batches())
+        wider = FaceBatch(batch.face_ids, batch.media_ids, batch.sources, batch.collections, np.ones((3, 8)))
+        with pytest.raises(ValueError, match="dimensions"):
+            gallery.index.add(wider)
+        with pytest.raises(ValueError, match="k must be"):
+            gallery.index.search(gallery.centers[:1], 0)
 
     def test_k_bounds_the_hits(self, gallery: Gallery) -> None:
         gallery.add(range(30), 4)

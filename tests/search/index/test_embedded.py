@@ -157,8 +157,3 @@ class TestHnswMode(IndexConformance):
         [hits] = gallery.index.search(gallery.centers[0][None], 60, collection="mid")
         assert len(hits) == 60
         assert {hit.media_id for hit in hits} <= set(mid)
-
-    def test_wrong_dimension_is_refused(self, gallery: Gallery) -> None:
-        gallery.add(range(10), 1)
-        with pytest.raises(ValueError, match="dimensions"):
-            gallery.index.search(np.ones((1, 3), np.float32), 5)

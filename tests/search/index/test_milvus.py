@@ -41,6 +41,7 @@ from tests.search.index.conformance import (
     IndexConformance,
     IndexFactory,
     MemorySource,
+    assert_unavailable,
     unit_rows,
 )
 
@@ -361,18 +362,6 @@ def test_removing_more_media_than_one_request_takes(
         assert {hit.media_id for hit in hits[person][:2]} == {media[person]}
 
 
-def test_wrong_dimensions_are_refused(gallery: Gallery) -> None:
-    gallery.add(range(3), 1)
-    with pytest.raises(ValueError, match="dimensions"):
-        gallery.index.search(np.ones((1, 3), np.float32), 5)
-    batch = next(gallery.source.face_batches())
-    wider = type(batch)(batch.face_ids, batch.media_ids, batch.sources, batch.collections, np.ones((3, 8)))
-    with pytest.raises(ValueError, match="dimensions"):
-        gallery.index.add(wider)
-    with pytest.raises(ValueError, match="k must be"):
-        gallery.index.search(gallery.centers[:1], 0)
-
-
 # -- reconciliation with the store -----------------------------------------------------------
 
 
@@ -536,16 +525,7 @@ def test_server_down_and_back(server: LiteServer) -> None:
     gallery = Gallery(lambda: lite.make(timeout_s=1.0), lambda index: None)
     media = gallery.add(range(5), 1)
     server.stop()
-    health = gallery.index.health()
-    assert not health.ok and "unavailable" in health.details["error"]
-    with pytest.raises(IndexUnavailableError, match="unavailable while searching"):
-        gallery.index.search(gallery.centers[:1], 5)
-    with pytest.raises(IndexUnavailableError):
-        gallery.add(range(5, 6), 1)
-    with pytest.raises(IndexUnavailableError):
-        gallery.index.remove_media(media[:1])
-    with pytest.raises(IndexUnavailableError):
-        gallery.index.count()
+    assert_unavailable(gallery, media, "unavailable")
     server.start()  # same port, same data: the client reconnects by itself (gRPC backs off ~1 s)
     gallery.index = lite.make(connect_wait_s=10)  # a restart of the service finds everything again
     gallery.index.open(gallery.source)

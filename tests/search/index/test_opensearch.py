@@ -23,7 +23,14 @@ from search_service.index.opensearch import OpenSearchIndex
 from search_service.index.opensearch.mapping import SPACE_TYPE, IndexMismatch
 from search_service.index.opensearch.queries import cosine
 from search_service.settings import OpenSearchSettings
-from tests.search.index.conformance import DIMENSION, Gallery, IndexConformance, IndexFactory, MemorySource
+from tests.search.index.conformance import (
+    DIMENSION,
+    Gallery,
+    IndexConformance,
+    IndexFactory,
+    MemorySource,
+    assert_unavailable,
+)
 from tests.search.index.fake_opensearch import SCORERS, FakeCluster, UnsupportedRequest, parse_body
 
 INDEX = "faces-under-test"
@@ -191,16 +198,6 @@ def test_re_adding_a_face_is_harmless(gallery: Gallery) -> None:
     assert gallery.index.count() == 10
 
 
-def test_wrong_dimensions_are_refused(gallery: Gallery) -> None:
-    gallery.add(range(3), 1)
-    with pytest.raises(ValueError, match="dimensions"):
-        gallery.index.search(np.ones((1, 3), np.float32), 5)
-    batch = next(gallery.source.face_batches())
-    wider = type(batch)(batch.face_ids, batch.media_ids, batch.sources, batch.collections, np.ones((3, 8)))
-    with pytest.raises(ValueError, match="dimensions"):
-        gallery.index.add(wider)
-
-
 def test_over_real_http(httpserver: HTTPServer) -> None:
     """The default urllib3 connection on a socket: headers, NDJSON bodies, statuses, keep-alive."""
     cluster = FakeCluster()
@@ -349,17 +346,7 @@ def test_a_configured_dimension_creates_the_index_at_open(cluster: FakeCluster) 
 def test_cluster_down(cluster: FakeCluster, gallery: Gallery) -> None:
     media = gallery.add(range(5), 1)
     cluster.down = True
-    health = gallery.index.health()
-    assert not health.ok
-    assert "unreachable" in health.details["error"]
-    with pytest.raises(IndexUnavailableError, match="unreachable while searching"):
-        gallery.index.search(gallery.centers[:1], 5)
-    with pytest.raises(IndexUnavailableError):
-        gallery.add(range(5, 6), 1)
-    with pytest.raises(IndexUnavailableError):
-        gallery.index.remove_media(media[:1])
-    with pytest.raises(IndexUnavailableError):
-        gallery.index.count()
+    assert_unavailable(gallery, media, "unreachable")
     cluster.down = False
     assert gallery.index.health().ok
     assert gallery.index.count() == 5
