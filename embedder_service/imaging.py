@@ -109,6 +109,15 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     Pillow reads the header lazily, so the pixel count is checked before any pixel is
     decoded: a decompression bomb costs a header parse, not gigabytes of memory.
     """
+    return load_pixels(open_image(data, max_pixels))
+
+
+def open_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Parses only the header: a supported format declaring at most ``max_pixels`` pixels.
+
+    No pixel is decoded yet, so a request's images can all be opened, and their declared
+    sizes added up, before any of them costs memory.
+    """
     if not data:
         raise ImageError("empty upload: no image data", 400)
     claimed = _claimed_format(data)
@@ -124,6 +133,11 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
         raise ImageError(
             f"image too large: {width}x{height} = {width * height} pixels, the limit is {max_pixels}", 413
         )
+    return image
+
+
+def load_pixels(image: Image.Image) -> np.ndarray:
+    """Decodes an image from :func:`open_image`: H x W x 3 uint8 RGB, upright."""
     _guarded("pixel data", image.load)
     # Read before the transpose, whose copy keeps neither the format nor the TIFF tags.
     unsigned = _guarded("TIFF tags", lambda: image.format == "TIFF" and _tiff_sample_format(image) == 1)

@@ -9,9 +9,17 @@ import structlog
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
+from embedder_service.api.admission import AdmissionMiddleware
 from embedder_service.api.routes import router
 from embedder_service.service import EmbedderService
 from embedder_service.settings import EmbedderSettings, get_settings
+from facesearch_common.access import ApiKey
+from facesearch_common.access_http import (
+    ACCESS_RESPONSES,
+    AllowedHostsMiddleware,
+    ApiKeyMiddleware,
+    open_paths,
+)
 from facesearch_common.logging import configure_logging
 from facesearch_common.metrics import instrument
 from facesearch_common.upload_limit import UploadLimitMiddleware
@@ -49,11 +57,19 @@ def create_app(settings: EmbedderSettings | None = None, service: EmbedderServic
         ),
         lifespan=lifespan,
     )
-    instrument(app)
+    instrument(app, ACCESS_RESPONSES)
     # Room for the multipart framing around each image.
     app.add_middleware(
         UploadLimitMiddleware,
         limits={"/faces": (settings.max_upload_bytes + 64 * 1024) * settings.max_images_per_request},
+    )
+    app.add_middleware(AdmissionMiddleware, settings=settings)  # answers a full queue before reading
+    # With a key set, every route but health and the docs needs it (reached only by the search service).
+    keys = [] if settings.api_key is None else [ApiKey(secret=settings.api_key, scope="write")]
+    app.add_middleware(ApiKeyMiddleware, keys=keys, open_paths=open_paths(app))
+    # Outermost: a request for another Host is refused before anything else looks at it.
+    app.add_middleware(
+        AllowedHostsMiddleware, allowed_hosts=settings.allowed_hosts, setting="EMBEDDER_ALLOWED_HOSTS"
     )
     app.include_router(router)
     return app

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
+from PIL import Image
 
-from embedder_service.imaging import ImageError, decode_image
+from embedder_service.imaging import ImageError, load_pixels, open_image
+from embedder_service.limits import Deadline, ModelLock
 from embedder_service.models.aligner import FaceAligner
-from embedder_service.models.detector import MtcnnDetector
+from embedder_service.models.detector import Detection, MtcnnDetector
 from embedder_service.models.encoder import EncoderSpec, FaceEncoder
 from embedder_service.models.manifest import Manifest, load_manifest
-from embedder_service.models.pipeline import DetectionOptions, FacePipeline
+from embedder_service.models.pipeline import DetectionOptions, FacePipeline, faces_of, split_per_image
+from embedder_service.models.session import return_free_memory
 from embedder_service.schemas import FaceOut, FacesResponse, ImageFaces, ModelInfo, ModelsResponse
 from embedder_service.settings import EmbedderSettings
 from embedder_service.telemetry import FACES_PER_IMAGE, IMAGE_PIXELS
@@ -27,6 +31,7 @@ def build_pipeline(settings: EmbedderSettings, manifest: Manifest | None = None)
         aligner=FaceAligner(np.array(spec.landmark_template), spec.input_size, settings.alignment),
         encoder=FaceEncoder(spec, settings.models_dir, settings.providers, threads),
         flip_augment=settings.flip_augment,
+        detect_max_side=settings.detect_max_side,
     )
 
 
@@ -40,8 +45,11 @@ class EmbedderService:
         self.settings = settings
         self.pipeline = pipeline
         self.manifest = manifest
-        # One model run at a time: each run already uses every core (docs/decisions/embedder.md).
-        self._lock = threading.Lock()
+        # One model run at a time per lane: each run already uses every core. Runs on small
+        # inputs take the light lane, so that they never wait behind a large photo's run;
+        # each lock is taken per run, not per request (docs/decisions/embedder.md).
+        self.light_lane = ModelLock("light")
+        self.heavy_lane = ModelLock("heavy")
 
     @classmethod
     def from_models(cls, settings: EmbedderSettings) -> EmbedderService:
@@ -67,26 +75,54 @@ class EmbedderService:
     def warm_up(self) -> None:
         """Opens every session and runs each net once, so the first request is not slow."""
         blank = np.zeros((160, 160, 3), dtype=np.uint8)
-        with self._lock:
+        with self.light_lane.turn():
             self.pipeline.analyze([blank], self.detection_options())
             size = self.spec.input_size
             self.pipeline.encoder.embed(np.zeros((1, size, size, 3), np.uint8))
 
     def decode(self, uploads: list[tuple[str, bytes]]) -> list[np.ndarray]:
-        images = []
+        """Every image's pixels; the request's declared pixels are added up before any is decoded."""
+        opened: list[Image.Image] = []
         for index, (name, data) in enumerate(uploads):
-            try:
-                images.append(decode_image(data, self.settings.max_image_pixels))
-            except ImageError as error:
-                raise ImageError(f"image {index} ({name}): {error}", error.status_code) from None
+            with _naming(index, name):
+                opened.append(open_image(data, self.settings.max_image_pixels))
+        total = sum(image.width * image.height for image in opened)
+        limit = self.settings.max_request_pixels
+        if total > limit:
+            raise ImageError(
+                f"the {len(opened)} images of this request declare {total} pixels in all;"
+                f" the limit per request is {limit}",
+                413,
+            )
+        images = []
+        for index, ((name, _), image) in enumerate(zip(uploads, opened, strict=True)):
+            with _naming(index, name):
+                images.append(load_pixels(image))
         return images
 
     def faces(
-        self, uploads: list[tuple[str, bytes]], options: DetectionOptions, embeddings: bool, landmarks: bool
+        self,
+        uploads: list[tuple[str, bytes]],
+        options: DetectionOptions,
+        embeddings: bool,
+        landmarks: bool,
+        deadline: Deadline | None = None,
     ) -> FacesResponse:
+        """Decodes and resizes outside the lanes, then takes one once per image's detection and
+        once per embedding batch, so other requests' runs interleave with a large request's."""
         images = self.decode(uploads)
-        with self._lock:
-            results = self.pipeline.analyze(images, options, with_embeddings=embeddings)
+        try:
+            detections = []
+            for index, image in enumerate(images):
+                prepared = self.pipeline.detection_input(image, options)
+                with self._lane(prepared.work).turn(deadline, f"before detecting faces in image {index}"):
+                    detections.append(self.pipeline.detect_input(prepared, options))
+            vectors = self._embed(images, detections, deadline) if embeddings else None
+        finally:
+            if sum(image.shape[0] * image.shape[1] for image in images) > self.settings.detect_max_side**2:
+                # More pixels than one full-size detection: its freed tensors would stay in the heap.
+                return_free_memory()
+        results = faces_of(detections, vectors)
         out = []
         for image, faces in zip(images, results, strict=True):
             FACES_PER_IMAGE.observe(len(faces))
@@ -110,6 +146,22 @@ class EmbedderService:
         return FacesResponse(
             model=spec.name, dimension=spec.dimension, match_threshold=spec.match_threshold, images=out
         )
+
+    def _embed(
+        self, images: list[np.ndarray], detections: list[list[Detection]], deadline: Deadline | None
+    ) -> list[np.ndarray]:
+        chips = self.pipeline.align(images, detections)
+        batch = self.pipeline.encoder.max_batch
+        vectors = [np.zeros((0, self.spec.dimension), np.float32)]
+        for start in range(0, len(chips), batch):
+            part = chips[start : start + batch]
+            with self._lane(part.size // 3).turn(deadline, f"before embedding faces {start} and on"):
+                vectors.append(self.pipeline.embed_chips(part))
+        return split_per_image(np.concatenate(vectors), detections)
+
+    def _lane(self, work: int) -> ModelLock:
+        """The lane of a model run on ``work`` input pixels."""
+        return self.light_lane if work <= self.settings.light_run_pixels else self.heavy_lane
 
     def providers(self) -> list[str]:
         return self.pipeline.encoder.providers_in_use
@@ -142,3 +194,12 @@ class EmbedderService:
             flip_augment=self.settings.flip_augment,
             models=infos,
         )
+
+
+@contextmanager
+def _naming(index: int, name: str) -> Iterator[None]:
+    """Names the image in the error of whatever fails inside."""
+    try:
+        yield
+    except ImageError as error:
+        raise ImageError(f"image {index} ({name}): {error}", error.status_code) from None

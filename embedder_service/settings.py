@@ -6,11 +6,12 @@ Why each default was chosen: docs/decisions/embedder.md.
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from facesearch_common.access import DEFAULT_ALLOWED_HOSTS, Hosts, OptionalKey, require_keys_off_loopback
 from facesearch_common.settings import ServiceSettings
 
 
@@ -37,6 +38,34 @@ class EmbedderSettings(ServiceSettings):
     max_upload_bytes: int = 25 * 1024 * 1024
     max_image_pixels: int = 40_000_000
     max_images_per_request: int = 64
+    # Bounded work per request (issue 10; the numbers behind each: docs/decisions/embedder.md).
+    max_request_pixels: int = Field(
+        default=100_000_000, ge=1, description="decoded pixels of all a request's images together"
+    )
+    detect_max_side: int = Field(
+        default=2048, ge=64, description="photos longer than this are detected on a copy this long"
+    )
+    max_queued_requests: int = Field(
+        default=64, ge=1, description="/faces requests admitted at once, waiting or running; then 503"
+    )
+    request_deadline_s: float = Field(
+        default=60.0, gt=0, description="a /faces request not done this long after arrival is a 503"
+    )
+    retry_after_s: int = Field(default=1, ge=0, description="Retry-After of the 503s above, in seconds")
+    light_run_pixels: int = Field(
+        default=1_000_000,
+        ge=0,
+        description="model runs on at most this many input pixels never wait behind a larger one",
+    )
+    # Required on every route but /healthz when set (the search service sends it); required to bind
+    # off loopback. Host headers served (against DNS rebinding); `*` serves any.
+    api_key: OptionalKey = None
+    allowed_hosts: Hosts = Field(default_factory=lambda: list(DEFAULT_ALLOWED_HOSTS))
+
+    @model_validator(mode="after")
+    def _key_off_loopback(self) -> Self:
+        require_keys_off_loopback(self.host, self.api_key is not None, "EMBEDDER_HOST", "EMBEDDER_API_KEY")
+        return self
 
 
 @lru_cache

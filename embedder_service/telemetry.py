@@ -1,6 +1,6 @@
 """Embedder-specific Prometheus metrics (HTTP counts and latency come from facesearch_common)."""
 
-from prometheus_client import Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 MODEL_SECONDS = Histogram(
     "embedder_model_seconds",
@@ -13,4 +13,22 @@ FACES_PER_IMAGE = Histogram(
 )
 IMAGE_PIXELS = Histogram(
     "embedder_image_megapixels", "Decoded image size", buckets=(0.1, 0.3, 1, 2, 5, 10, 20, 40)
+)
+MODEL_QUEUE_SECONDS = Histogram(
+    "embedder_model_queue_seconds",
+    "Wait for a lane's lock before one model run",
+    ["lane"],
+    buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+REQUESTS_ADMITTED = Gauge(
+    "embedder_requests_admitted",
+    "/faces requests admitted and not yet answered: queued for the models or running",
+)
+REQUESTS_REJECTED = Counter(
+    "embedder_requests_rejected_total",
+    "/faces requests answered 503: the admission queue was full, or the deadline passed",
+    ["reason"],
+)
+DOWNSCALED_DETECTIONS = Counter(
+    "embedder_downscaled_detections_total", "Images detected on a downscaled copy (EMBEDDER_DETECT_MAX_SIDE)"
 )

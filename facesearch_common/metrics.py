@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
@@ -25,8 +26,9 @@ def metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
-def instrument(app: FastAPI) -> None:
-    """Count and time every request, labelled by route template (not raw path: ids would explode labels)."""
+def instrument(app: FastAPI, responses: dict[int | str, dict[str, Any]] | None = None) -> None:
+    """Count and time every request, labelled by route template (not raw path: ids would explode labels),
+    and serve ``/metrics``; ``responses`` documents what else ``/metrics`` may answer (access checks)."""
 
     @app.middleware("http")
     async def record(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -42,4 +44,4 @@ def instrument(app: FastAPI) -> None:
             LATENCY.labels(request.method, template).observe(time.perf_counter() - started)
             REQUESTS.labels(request.method, template, str(status)).inc()
 
-    app.include_router(metrics_router)
+    app.include_router(metrics_router, responses=responses)

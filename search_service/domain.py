@@ -162,6 +162,7 @@ class PersonRecord:
     time_ranges: list[TimeRange]
     tracks: list[TrackRecord]
     thumbnail_track: int | None  # id of the track whose best face shows this person best
+    face_id: int  # a stored vector of that track: the person as a search query (POST /search?face_id=)
 
 
 @dataclass(frozen=True)
@@ -344,14 +345,49 @@ class QueryFaceResult:
 
 
 @dataclass(frozen=True)
+class StoredFace:
+    """A stored face as a search query (``POST /search`` with ``face_id``)."""
+
+    where: HitSource
+    score: float  # detection confidence
+    vector: np.ndarray  # (D,) float32, L2-normalised
+    # The query itself, left out of its hits: the face; for a video, every vector of its person.
+    own_face_ids: frozenset[int]
+
+
+@dataclass(frozen=True)
 class SearchResult:
     threshold: float  # the match threshold applied
     faces: list[QueryFaceResult]
+    origin: HitSource | None = None  # a search by stored face: where that face is
+
+
+@dataclass(frozen=True)
+class Thumbnail:
+    """A photo scaled down for a grid. ``jpeg`` is None when the client holds this version (its
+    ``etag``) already."""
+
+    etag: str
+    jpeg: bytes | None
+
+
+@dataclass(frozen=True)
+class DiskSpace:
+    """Free space on the data directory's disk, against the floor below which uploads are refused."""
+
+    free_bytes: int
+    min_free_bytes: int
+    reserve_bytes: int  # held in reserve for deletes on a full disk; 0 while released
+
+    @property
+    def low(self) -> bool:
+        return self.free_bytes < self.min_free_bytes
 
 
 @dataclass(frozen=True)
 class HealthReport:
-    """The state of the index and the reachability of the embedder, as ``/healthz`` reports it."""
+    """The state of the index, the reachability of the embedder and the free disk space, as
+    ``/healthz`` reports them."""
 
     index_backend: str
     index_ok: bool
@@ -360,3 +396,4 @@ class HealthReport:
     embedder_model: EmbeddingModel | None  # None: the embedder does not answer
     match_threshold: float | None
     embedder_problem: str | None
+    disk: DiskSpace

@@ -6,6 +6,7 @@ status in one place (``search_service.api.errors``), and clients get ``{"detail"
 
 from __future__ import annotations
 
+import errno
 from typing import Literal
 
 
@@ -41,6 +42,10 @@ class NotAVideoError(ServiceError):
     """A query clip that is no decodable video (corrupt, empty, audio only, a still image)."""
 
 
+class UndecodableImageError(ServiceError):
+    """A stored photo that no longer decodes here (a thumbnail of it was asked for)."""
+
+
 class ModelMismatchError(ServiceError):
     """Vectors of one embedding model offered to a store that holds another model's."""
 
@@ -71,3 +76,11 @@ class IndexUnavailableError(ServiceError):
 
 class ShuttingDownError(ServiceError):
     """The service is stopping and gave up a request in progress: worth sending again."""
+
+
+class InsufficientStorageError(ServiceError):
+    """The data directory's disk is full, or below the free-space floor: nothing was stored."""
+
+
+# What an OSError's errno says when the disk, or this user's quota on it, is full.
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})

@@ -6,7 +6,8 @@ Every photo under DIR goes to ``POST /images`` with its path relative to DIR as 
 several per request. Resumable: photos already in the collection are found by content digest
 (``GET /images?sha256=...``, one call per batch) and skipped, and anything that slips through is
 recognised by the server's own dedupe, so re-running after an interruption never duplicates.
-Server restarts are ridden out by retrying with backoff.
+Server restarts and an unavailable embedder (connection errors, 503) are ridden out by retrying
+with backoff. A photo the server refuses is counted as failed, with its reason, and the rest go on.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import argparse
 import asyncio
 import hashlib
 import mimetypes
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -29,8 +31,11 @@ from tqdm import tqdm
 from facesearch_common.retry import backoff
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
-# The server's verdicts on the photos themselves: retrying cannot help.
-_REJECTED = frozenset({400, 413, 415, 422})
+# Answers for a whole request that may be one photo's fault: the server's verdict when it refused
+# every photo (it names only the first), or a 502 when the embedder failed on one of them.
+_ONE_PHOTOS_FAULT = frozenset({400, 413, 415, 422, 502})
+# Answers that mean "try later": the server restarting behind a proxy, or its embedder unavailable.
+_TRY_LATER = frozenset({429, 503})
 
 
 @dataclass(frozen=True)
@@ -93,8 +98,8 @@ class _RequestFailed(Exception):
     pass
 
 
-class _ServerError(Exception):
-    """A 5xx answer: the server may be restarting."""
+class _TryLater(Exception):
+    """A 503 or 429 answer: the server or its embedder is not ready yet."""
 
 
 class Ingester:
@@ -109,21 +114,22 @@ class Ingester:
         self.summary = Summary()
 
     async def _call(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        """Send, riding out connection errors and 5xx (a restarting server) with backoff."""
+        """Send, riding out connection errors and 503/429 (a restarting server, an unavailable
+        embedder) with backoff; any other answer is returned."""
         policy = backoff(
             f"{method} {url}",
             retries=self.retries,
             backoff_s=0.5,
-            retry_on=(httpx.TransportError, _ServerError),
+            retry_on=(httpx.TransportError, _TryLater),
         )
         try:
             async for attempt in tenacity.AsyncRetrying(**policy):
                 with attempt:
                     response = await self.client.request(method, url, **kwargs)
-                    if response.status_code >= 500:
-                        raise _ServerError(f"HTTP {response.status_code}: {_detail(response)}")
+                    if response.status_code in _TRY_LATER:
+                        raise _TryLater(f"HTTP {response.status_code}: {_detail(response)}")
                     return response
-        except (httpx.TransportError, _ServerError) as error:
+        except (httpx.TransportError, _TryLater) as error:
             problem = f"{type(error).__name__}: {error}"
             raise _RequestFailed(f"gave up after {self.retries + 1} attempts: {problem}") from error
         raise AssertionError("unreachable: tenacity either returns or re-raises")
@@ -167,8 +173,9 @@ class Ingester:
         except _RequestFailed as error:
             self.summary.failed += [(p.external_id, str(error)) for p in photos]
             return
-        if response.status_code in _REJECTED and len(photos) > 1:
-            # One bad photo fails its whole request: isolate it so the others get in.
+        if response.status_code in _ONE_PHOTOS_FAULT and len(photos) > 1:
+            # The answer names one photo's fault only: send them one by one, so that each photo
+            # gets in or gets its own reason.
             for photo in photos:
                 await self._upload([photo])
             return
@@ -176,8 +183,12 @@ class Ingester:
             reason = f"HTTP {response.status_code}: {_detail(response)}"
             self.summary.failed += [(p.external_id, reason) for p in photos]
             return
-        for image in response.json()["images"]:
-            if image["duplicate"]:
+        # One entry per photo, in order; a photo refused beside stored ones carries its own error.
+        for photo, image in zip(photos, response.json()["images"], strict=True):
+            if (refusal := image.get("error")) is not None:
+                reason = f"HTTP {refusal['status']}: {refusal['detail']}"
+                self.summary.failed.append((photo.external_id, reason))
+            elif image["duplicate"]:
                 self.summary.duplicates += 1
             else:
                 self.summary.ingested += 1
@@ -194,6 +205,7 @@ async def ingest_folder(
     retries: int = 6,
     timeout_s: float = 300.0,
     show_progress: bool = True,
+    api_key: str | None = None,
 ) -> Summary:
     paths = find_photos(root)
     batches: asyncio.Queue[list[Path]] = asyncio.Queue()
@@ -201,7 +213,10 @@ async def ingest_folder(
         batches.put_nowait(paths[start : start + batch])
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     with tqdm(total=len(paths), unit="photo", disable=not show_progress) as progress:
-        async with httpx.AsyncClient(base_url=url, timeout=timeout_s, limits=limits) as client:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+        async with httpx.AsyncClient(
+            base_url=url, timeout=timeout_s, limits=limits, headers=headers
+        ) as client:
             ingester = Ingester(client, root, collection, retries, progress)
             ingester.summary.found = len(paths)
 
@@ -225,7 +240,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=4, help="requests in flight (default %(default)s)")
     parser.add_argument("--batch", type=int, default=8, help="photos per request (default %(default)s)")
     parser.add_argument(
-        "--retries", type=int, default=6, help="retries on connection errors and 5xx (default %(default)s)"
+        "--retries", type=int, default=6, help="retries on connection errors and 503 (default %(default)s)"
+    )
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("FACESEARCH_API_KEY"),
+        help="a write key, when the service requires keys (default: $FACESEARCH_API_KEY)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
@@ -243,6 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             batch=args.batch,
             retries=args.retries,
             show_progress=not args.quiet,
+            api_key=args.api_key,
         )
     )
     print(summary.report(time.perf_counter() - started))

@@ -6,13 +6,22 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import structlog
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
+from facesearch_common.access_http import (
+    ACCESS_RESPONSES,
+    AllowedHostsMiddleware,
+    ApiKeyMiddleware,
+    open_paths,
+)
 from facesearch_common.logging import configure_logging
 from facesearch_common.metrics import instrument
 from facesearch_common.upload_limit import UploadLimitMiddleware
-from search_service.api import collections, health, images, jobs, search, videos
-from search_service.api.errors import install_error_handlers
+from search_service.api import collections, health, images, jobs, search, videos, web
+from search_service.api.access import SameOriginMiddleware, authorize, record_in_reach
+from search_service.api.disk_guard import DiskGuardMiddleware
+from search_service.api.errors import error_responses, install_error_handlers
 from search_service.services.container import Services
 from search_service.settings import SearchSettings, get_settings
 
@@ -27,6 +36,12 @@ with `POST /videos` (analysed in the background: follow `GET /jobs/{id}`); searc
 short video clip at `POST /search`: every face found in the photo (every person in the clip) gets a
 ranked list of the stored faces (photos) and people (videos, with the time ranges they appear in)
 most like it, with cosine similarity scores and a match flag. Errors are JSON `{"detail": ...}`.
+
+Access: with `SEARCH_API_KEYS` set, every route but `/healthz` needs a key, sent as
+`Authorization: Bearer <key>` or `X-API-Key: <key>`: a `read` key searches and reads, a `write` key
+also ingests and deletes (401 without a valid key, 403 for the wrong scope or collection). A
+request whose Host is not in `SEARCH_ALLOWED_HOSTS` is a 400; a state-changing request from a
+browser page of another origin (not in `SEARCH_CORS_ORIGINS`) a 403.
 """
 
 
@@ -51,7 +66,14 @@ def create_app(settings: SearchSettings | None = None) -> FastAPI:
             await services.close()
             log.info("search service stopped")
 
-    app = FastAPI(title="facesearch", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    # Every route checks the caller's scope: a route added later is closed by default.
+    app = FastAPI(
+        title="facesearch",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        dependencies=[Depends(authorize)],
+    )
     install_error_handlers(app)
     uploads = settings.uploads
     app.add_middleware(
@@ -63,7 +85,35 @@ def create_app(settings: SearchSettings | None = None) -> FastAPI:
             "/videos": uploads.max_video_bytes + _MULTIPART_OVERHEAD,
         },
     )
-    instrument(app)
-    for module in (images, videos, jobs, search, collections, health):
-        app.include_router(module.router)
+    app.add_middleware(DiskGuardMiddleware)  # uploads refused (507) below SEARCH_MIN_FREE_BYTES
+    instrument(app, ACCESS_RESPONSES)
+    access = settings.access
+    # Outermost last: the Host is checked first, then CORS answers preflights, then the origin,
+    # then the key, before any body is read.
+    app.add_middleware(
+        ApiKeyMiddleware,
+        keys=access.api_keys,
+        # The web page holds no data: it asks for a key, then sends it with every API call.
+        open_paths=[*open_paths(app), "/"],
+        open_prefixes=[f"{web.ASSETS_PATH}/"],
+    )
+    app.add_middleware(SameOriginMiddleware, allowed_origins=access.cors_origins)
+    if access.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=access.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type"],
+        )
+    app.add_middleware(
+        AllowedHostsMiddleware, allowed_hosts=access.allowed_hosts, setting="SEARCH_ALLOWED_HOSTS"
+    )
+    keyed = {**ACCESS_RESPONSES, **error_responses(401, 403)}
+    for module in (images, videos, jobs):
+        app.include_router(module.router, dependencies=[Depends(record_in_reach)], responses=keyed)
+    for module in (search, collections):
+        app.include_router(module.router, responses=keyed)
+    app.include_router(health.router)
+    app.include_router(web.router)
+    app.mount(web.ASSETS_PATH, web.assets(), name="ui")
     return app

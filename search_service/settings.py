@@ -3,7 +3,8 @@
 Settings come in groups, one per consumer, each read with its own prefix and handed whole to the
 component that uses it: ``EmbedderClientSettings`` to the embedder client, ``UploadSettings`` to
 the upload routes, ``HnswSettings`` to the embedded index, ``OpenSearchSettings`` to the
-OpenSearch backend, ``MilvusSettings`` to the Milvus backend, ``VideoSettings`` to video ingest.
+OpenSearch backend, ``MilvusSettings`` to the Milvus backend, ``VideoSettings`` to video ingest,
+``AccessSettings`` to access control.
 Names shared with the rest of the product (``DATA_DIR``, ``EMBEDDER_URL``, ``INDEX_BACKEND``,
 ``OPENSEARCH_URL``, ``MILVUS_URI``) are read without a prefix.
 Why each default is what it is: docs/decisions/.
@@ -13,11 +14,19 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from facesearch_common.access import (
+    DEFAULT_ALLOWED_HOSTS,
+    ApiKeys,
+    Hosts,
+    NameList,
+    OptionalKey,
+    require_keys_off_loopback,
+)
 from facesearch_common.settings import ServiceSettings, SettingsGroup
 
 MiB = 1024 * 1024
@@ -29,12 +38,23 @@ class EmbedderClientSettings(SettingsGroup):
     model_config = SettingsConfigDict(env_prefix="SEARCH_EMBEDDER_")
 
     url: str = Field(default="http://127.0.0.1:8001", validation_alias="EMBEDDER_URL")
+    # The embedder's own key (it reads the same variable), sent as a Bearer token.
+    api_key: OptionalKey = Field(default=None, validation_alias="EMBEDDER_API_KEY")
     connect_timeout_s: float = Field(default=3.0, gt=0)
     # Detection on a multi-megapixel photo batch on a CPU can take seconds; keep well above that.
     read_timeout_s: float = Field(default=120.0, gt=0)
-    # Attempts after the first one on transient failures (connect errors, timeouts, 429, 5xx).
+    # Attempts after the first one on failures worth retrying: transport errors other than a read
+    # timeout, and 503 or 429 answers ("try later"); no other answer is retried.
     retries: int = Field(default=3, ge=0)
     backoff_s: float = Field(default=0.25, ge=0)
+    # The most a 503/429 answer's Retry-After makes the client wait before its next attempt.
+    retry_after_max_s: float = Field(default=5.0, ge=0)
+    # The circuit breaker's health probe (docs/decisions/search.md): every `probe_interval_s` it asks
+    # the embedder `GET /models` within `probe_timeout_s`; after `failures_to_open` failures in a row
+    # (probes or requests) embedder calls fail at once with a 503, until a probe succeeds.
+    probe_interval_s: float = Field(default=1.0, gt=0)
+    probe_timeout_s: float = Field(default=2.0, gt=0)
+    failures_to_open: int = Field(default=3, ge=1)
     # Photos per `POST /faces` call, and a byte budget per call, whichever is reached first.
     batch_images: int = Field(default=16, gt=0)
     batch_bytes: int = Field(default=24 * MiB, gt=0)
@@ -160,6 +180,34 @@ class VideoSettings(SettingsGroup):
     max_concurrent_queries: int = Field(default=2, ge=1)
 
 
+class DiskSettings(SettingsGroup):
+    """Free space on the data directory's disk (``SEARCH_MIN_FREE_BYTES``, ``SEARCH_DISK_RESERVE_BYTES``)."""
+
+    model_config = SettingsConfigDict(env_prefix="SEARCH_")
+
+    # Below this much free space uploads are refused (507) and /healthz says degraded: room for the
+    # index, logs, query clips and the store's own growth while an operator makes space.
+    min_free_bytes: int = Field(default=512 * MiB, ge=0)
+    # Held in a file in the data directory and released when a delete meets a full disk; 0: none.
+    reserve_bytes: int = Field(default=16 * MiB, ge=0, validation_alias="SEARCH_DISK_RESERVE_BYTES")
+
+
+class AccessSettings(SettingsGroup):
+    """Who may call the API (``SEARCH_API_KEYS``, ``SEARCH_ALLOWED_HOSTS``, ``SEARCH_CORS_ORIGINS``).
+
+    Keys: ``key:scope`` or ``key:scope:coll1|coll2``, comma-separated (facesearch_common.access).
+    No keys: every caller may read and write, allowed only while the service binds to loopback.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="SEARCH_")
+
+    api_keys: ApiKeys = Field(default_factory=list)
+    # Host headers served (against DNS rebinding); `*` serves any.
+    allowed_hosts: Hosts = Field(default_factory=lambda: list(DEFAULT_ALLOWED_HOSTS))
+    # Browser origins allowed cross-origin (CORS) and to send state-changing requests; none by default.
+    cors_origins: NameList = Field(default_factory=list)
+
+
 class SearchSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="SEARCH_")
 
@@ -179,6 +227,13 @@ class SearchSettings(ServiceSettings):
     opensearch: OpenSearchSettings = Field(default_factory=OpenSearchSettings)
     milvus: MilvusSettings = Field(default_factory=MilvusSettings)
     video: VideoSettings = Field(default_factory=VideoSettings)
+    disk: DiskSettings = Field(default_factory=DiskSettings)
+    access: AccessSettings = Field(default_factory=AccessSettings)
+
+    @model_validator(mode="after")
+    def _keys_off_loopback(self) -> Self:
+        require_keys_off_loopback(self.host, bool(self.access.api_keys), "SEARCH_HOST", "SEARCH_API_KEYS")
+        return self
 
 
 @lru_cache

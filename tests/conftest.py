@@ -10,9 +10,12 @@ test file having to remember its markers.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tools.processes import ServiceProcess, embedder_service
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("FACESEARCH_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
@@ -53,3 +56,10 @@ def shared_data() -> Path:
 def models_dir() -> Path:
     """The ONNX models built by `make models`."""
     return _require(MODELS_DIR / "manifest.json", "built ONNX models (run `make models`)").parent
+
+
+@pytest.fixture(scope="session")
+def embedder(models_dir: Path) -> Iterator[ServiceProcess]:
+    """One embedder process on the real models for the session's end-to-end and browser tests."""
+    with embedder_service(models_dir).running(timeout_s=180) as process:
+        yield process

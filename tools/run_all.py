@@ -62,7 +62,11 @@ def main() -> int:
     try:
         embedder.start(timeout_s=120)
         search.start(timeout_s=60)
-        print(f"\nfacesearch is up: search API {search.url}/docs, embedder {embedder.url}/docs\n", flush=True)
+        print(
+            f"\nfacesearch is up: the page at {search.url}/, the search API at {search.url}/docs, "
+            f"the embedder at {embedder.url}/docs\n",
+            flush=True,
+        )
         return supervise(embedder, search, stop)
     finally:
         search.stop()

@@ -2,23 +2,34 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, File, HTTPException, Query, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
 
+from embedder_service.api.admission import request_deadline
 from embedder_service.api.deps import ServiceDep
 from embedder_service.imaging import ImageError
+from embedder_service.limits import DeadlineExceeded
 from embedder_service.schemas import FacesResponse, Health, ModelsResponse
+from embedder_service.telemetry import REQUESTS_REJECTED
+from facesearch_common.access_http import ACCESS_RESPONSES
 
 router = APIRouter()
 
-ERRORS: dict[int | str, dict[str, str]] = {
+RETRY_AFTER = {"description": "seconds to wait before trying again", "schema": {"type": "integer"}}
+ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "Empty, corrupt or truncated image"},
-    413: {"description": "Upload or image dimensions over the configured limits"},
+    413: {"description": "Upload, image dimensions or the request's total pixels over the configured limits"},
     415: {"description": "Not an image, or an unsupported format"},
     422: {"description": "Invalid parameters"},
-    503: {"description": "Models not loaded"},
+    503: {
+        "description": (
+            "Models not loaded; or, with Retry-After, too many requests already queued"
+            " (EMBEDDER_MAX_QUEUED_REQUESTS) or the request's deadline passed (EMBEDDER_REQUEST_DEADLINE_S)"
+        ),
+        "headers": {"Retry-After": RETRY_AFTER},
+    },
 }
 
 
@@ -26,8 +37,9 @@ def _default(setting: str) -> str:
     return f"default: the service's settings ({setting})"
 
 
-@router.post("/faces", response_model=FacesResponse, responses=ERRORS, tags=["faces"])
+@router.post("/faces", response_model=FacesResponse, responses={**ACCESS_RESPONSES, **ERRORS}, tags=["faces"])
 async def faces(
+    request: Request,
     service: ServiceDep,
     image: Annotated[list[UploadFile], File(description="one or more images (repeat the field)")],
     min_face_size: Annotated[
@@ -67,20 +79,26 @@ async def faces(
             )
         uploads.append((upload.filename or "upload", data))
     options = service.detection_options(min_face_size, threshold, max_faces)
+    deadline = request_deadline(request, settings)
     try:
-        return await run_in_threadpool(service.faces, uploads, options, embeddings, landmarks)
+        return await run_in_threadpool(service.faces, uploads, options, embeddings, landmarks, deadline)
     except ImageError as error:
         raise HTTPException(error.status_code, str(error)) from None
+    except DeadlineExceeded as error:
+        REQUESTS_REJECTED.labels("deadline").inc()
+        raise HTTPException(503, str(error), headers={"Retry-After": str(settings.retry_after_s)}) from None
 
 
-@router.get("/models", response_model=ModelsResponse, tags=["models"])
-def models(service: ServiceDep) -> ModelsResponse:
+# Both answer on the event loop, not in a worker thread: the search service's health probe (its
+# circuit breaker) must get through while every worker thread waits on a model run.
+@router.get("/models", response_model=ModelsResponse, responses=ACCESS_RESPONSES, tags=["models"])
+async def models(service: ServiceDep) -> ModelsResponse:
     """The models in use: name, dimension, match threshold, version, checksum, source, providers."""
     return service.models()
 
 
 @router.get("/healthz", response_model=Health, tags=["ops"])
-def healthz(request: Request) -> Health:
+async def healthz(request: Request) -> Health:
     """Liveness and whether the models are loaded."""
     service = getattr(request.app.state, "service", None)
     if service is None:

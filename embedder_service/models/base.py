@@ -17,10 +17,17 @@ class OnnxModel:
     Subclasses add the task's pre- and post-processing around :meth:`run`.
     """
 
-    def __init__(self, model_path: Path, providers: Sequence[str], intra_op_threads: int = 0) -> None:
+    def __init__(
+        self,
+        model_path: Path,
+        providers: Sequence[str],
+        intra_op_threads: int = 0,
+        cpu_memory_arena: bool = True,
+    ) -> None:
         self.model_path = model_path
         self._providers = list(providers)
         self._intra_op_threads = intra_op_threads
+        self._cpu_memory_arena = cpu_memory_arena
         self._session: ort.InferenceSession | None = None
 
     @property
@@ -28,7 +35,9 @@ class OnnxModel:
         if self._session is None:
             if not self.model_path.is_file():
                 raise FileNotFoundError(f"model file {self.model_path} is missing: run `make models`")
-            self._session = create_session(self.model_path, self._providers, self._intra_op_threads)
+            self._session = create_session(
+                self.model_path, self._providers, self._intra_op_threads, self._cpu_memory_arena
+            )
         return self._session
 
     @property

@@ -251,9 +251,11 @@ class MtcnnDetector:
     """Finds faces, with 5 landmarks each, in RGB photos, as facenet-pytorch's MTCNN does."""
 
     def __init__(self, models_dir: Path, providers: Sequence[str], intra_op_threads: int = 0) -> None:
-        self.pnet = OnnxModel(models_dir / "pnet.onnx", providers, intra_op_threads)
-        self.rnet = OnnxModel(models_dir / "rnet.onnx", providers, intra_op_threads)
-        self.onet = OnnxModel(models_dir / "onet.onnx", providers, intra_op_threads)
+        # Input sizes follow the photo (P-Net) and its count of candidates (R-, O-Net): no arena,
+        # which would keep the largest run's memory for good.
+        self.pnet = OnnxModel(models_dir / "pnet.onnx", providers, intra_op_threads, cpu_memory_arena=False)
+        self.rnet = OnnxModel(models_dir / "rnet.onnx", providers, intra_op_threads, cpu_memory_arena=False)
+        self.onet = OnnxModel(models_dir / "onet.onnx", providers, intra_op_threads, cpu_memory_arena=False)
 
     @property
     def providers_in_use(self) -> list[str]:

@@ -8,12 +8,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+import cv2
 import numpy as np
 
 from embedder_service.models.aligner import FaceAligner
-from embedder_service.models.detector import REFERENCE_THRESHOLDS, Detection
+from embedder_service.models.detector import PNET_CELL, REFERENCE_THRESHOLDS, Detection
 from embedder_service.models.encoder import FaceEncoder
-from embedder_service.telemetry import MODEL_SECONDS
+from embedder_service.telemetry import DOWNSCALED_DETECTIONS, MODEL_SECONDS
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,23 @@ class FaceDetector(Protocol):
     ) -> list[Detection]: ...
 
 
+@dataclass(frozen=True)
+class DetectionInput:
+    """The pixels detection runs on for one photo (the photo itself or a smaller copy), the
+    smallest face to find in them, and the photo's (height, width)."""
+
+    pixels: np.ndarray
+    min_face_size: int
+    photo_size: tuple[int, int]
+
+    @property
+    def work(self) -> int:
+        """Pixels of P-Net's first, largest pyramid level: what the detection costs, roughly."""
+        scale = PNET_CELL / self.min_face_size
+        height, width = self.pixels.shape[:2]
+        return int(height * scale + 1) * int(width * scale + 1)
+
+
 @dataclass
 class Face:
     detection: Detection
@@ -47,53 +65,117 @@ class Face:
 
 
 class FacePipeline:
+    """Detects on at most ``detect_max_side`` pixels a side (None: on the photo as it is); aligns
+    and embeds from the full-resolution photo."""
+
     def __init__(
-        self, detector: FaceDetector, aligner: FaceAligner, encoder: FaceEncoder, flip_augment: bool
+        self,
+        detector: FaceDetector,
+        aligner: FaceAligner,
+        encoder: FaceEncoder,
+        flip_augment: bool,
+        detect_max_side: int | None = None,
     ) -> None:
         self.detector = detector
         self.aligner = aligner
         self.encoder = encoder
         self.flip_augment = flip_augment
+        self.detect_max_side = detect_max_side
 
     def detect(self, image: np.ndarray, options: DetectionOptions) -> list[Detection]:
+        """Faces of ``image``, with boxes and landmarks in its own pixels."""
+        return self.detect_input(self.detection_input(image, options), options)
+
+    def detection_input(self, image: np.ndarray, options: DetectionOptions) -> DetectionInput:
+        """What detection runs on: the photo, or a copy of it ``detect_max_side`` long.
+
+        A photo longer than ``detect_max_side`` is detected on a copy area-resized to that
+        length: MTCNN's cost and memory follow the pixels it sees. ``min_face_size`` stays
+        in the photo's pixels, except that it never falls under P-Net's 12 px window in the
+        copy, since that would upsample the copy back: on a copy ``factor`` times the photo's
+        size, the smallest face found is max(min_face_size, 12 / factor) photo pixels.
+        """
+        height, width = image.shape[:2]
+        longest = max(height, width)
+        if self.detect_max_side is None or longest <= self.detect_max_side:
+            return DetectionInput(image, options.min_face_size, (height, width))
+        factor = self.detect_max_side / longest
+        size = (max(1, round(width * factor)), max(1, round(height * factor)))
+        copy = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        DOWNSCALED_DETECTIONS.inc()
+        return DetectionInput(copy, max(PNET_CELL, round(options.min_face_size * factor)), (height, width))
+
+    def detect_input(self, prepared: DetectionInput, options: DetectionOptions) -> list[Detection]:
+        """Runs the detector on what :meth:`detection_input` prepared; boxes in the photo's pixels."""
         started = time.perf_counter()
         # P- and R-Net keep MTCNN's published thresholds; the caller's threshold gates O-Net,
         # whose probability is the score we report.
         detections = self.detector.detect(
-            image,
-            min_face_size=options.min_face_size,
+            prepared.pixels,
+            min_face_size=prepared.min_face_size,
             thresholds=(REFERENCE_THRESHOLDS[0], REFERENCE_THRESHOLDS[1], options.threshold),
             max_faces=options.max_faces,
         )
         MODEL_SECONDS.labels("mtcnn").observe(time.perf_counter() - started)
-        return detections
+        (height, width), (seen_height, seen_width) = prepared.photo_size, prepared.pixels.shape[:2]
+        if (height, width) == (seen_height, seen_width):
+            return detections
+        return [_scaled(face, width / seen_width, height / seen_height) for face in detections]
 
-    def embed(
-        self, images: Sequence[np.ndarray], detections: Sequence[Sequence[Detection]]
-    ) -> list[np.ndarray]:
-        """Embeds every face of every image in one batched model run; one array per image."""
+    def align(self, images: Sequence[np.ndarray], detections: Sequence[Sequence[Detection]]) -> np.ndarray:
+        """The chips of every face of every image, in order: N x size x size x 3."""
         chips = [
             self.aligner.align(image, face.landmarks)
             for image, faces in zip(images, detections, strict=True)
             for face in faces
         ]
+        if not chips:
+            size = self.aligner.chip_size
+            return np.zeros((0, size, size, 3), np.uint8)
+        return np.stack(chips)
+
+    def embed_chips(self, chips: np.ndarray) -> np.ndarray:
+        """Embeddings of aligned chips, N x dimension."""
         started = time.perf_counter()
-        if chips:
-            vectors = self.encoder.embed(np.stack(chips), flip_augment=self.flip_augment)
-        else:
-            vectors = np.zeros((0, self.encoder.spec.dimension), dtype=np.float32)
+        vectors = self.encoder.embed(chips, flip_augment=self.flip_augment)
         MODEL_SECONDS.labels("encoder").observe(time.perf_counter() - started)
-        bounds = np.cumsum([0, *(len(faces) for faces in detections)])
-        return [vectors[start:end] for start, end in itertools.pairwise(bounds)]
+        return vectors
+
+    def embed(
+        self, images: Sequence[np.ndarray], detections: Sequence[Sequence[Detection]]
+    ) -> list[np.ndarray]:
+        """Embeds every face of every image in one batched model run; one array per image."""
+        return split_per_image(self.embed_chips(self.align(images, detections)), detections)
 
     def analyze(
         self, images: Sequence[np.ndarray], options: DetectionOptions, with_embeddings: bool = True
     ) -> list[list[Face]]:
         detections = [self.detect(image, options) for image in images]
-        if not with_embeddings:
-            return [[Face(face, None) for face in faces] for faces in detections]
-        vectors = self.embed(images, detections)
-        return [
-            [Face(face, vector) for face, vector in zip(faces, image_vectors, strict=True)]
-            for faces, image_vectors in zip(detections, vectors, strict=True)
-        ]
+        return faces_of(detections, self.embed(images, detections) if with_embeddings else None)
+
+
+def split_per_image(vectors: np.ndarray, detections: Sequence[Sequence[Detection]]) -> list[np.ndarray]:
+    """Consecutive rows of ``vectors``, one block per image, as many as it has faces."""
+    bounds = np.cumsum([0, *(len(faces) for faces in detections)])
+    return [vectors[start:end] for start, end in itertools.pairwise(bounds)]
+
+
+def faces_of(
+    detections: Sequence[Sequence[Detection]], vectors: Sequence[np.ndarray] | None
+) -> list[list[Face]]:
+    """Each image's detections with their embeddings (``None``: detections only)."""
+    if vectors is None:
+        return [[Face(face, None) for face in faces] for faces in detections]
+    return [
+        [Face(face, vector) for face, vector in zip(faces, image_vectors, strict=True)]
+        for faces, image_vectors in zip(detections, vectors, strict=True)
+    ]
+
+
+def _scaled(face: Detection, x_factor: float, y_factor: float) -> Detection:
+    """A detection on a resized copy, in the photo's pixels: cv2.resize maps pixel centres,
+    so a copy coordinate c is the photo's (c + 0.5) * factor - 0.5."""
+    factors = np.array([x_factor, y_factor])
+    box = (face.box.reshape(2, 2) + 0.5) * factors - 0.5
+    landmarks = (face.landmarks + 0.5) * factors - 0.5
+    return Detection(box=box.reshape(4), score=face.score, landmarks=landmarks)

@@ -20,6 +20,7 @@ from search_service.errors import (
     EmbedderRejectedError,
     EmbedderUnavailableError,
     IndexUnavailableError,
+    InsufficientStorageError,
     ModelMismatchError,
     NoFaceError,
     NotAVideoError,
@@ -27,6 +28,7 @@ from search_service.errors import (
     RejectionReason,
     ServiceError,
     ShuttingDownError,
+    UndecodableImageError,
     UploadTooLargeError,
 )
 
@@ -36,11 +38,13 @@ _STATUSES: dict[type[ServiceError], int] = {
     ModelMismatchError: 409,
     UploadTooLargeError: 413,
     NotAVideoError: 415,
+    UndecodableImageError: 415,
     NoFaceError: 422,
     EmbedderProtocolError: 502,
     EmbedderUnavailableError: 503,
     IndexUnavailableError: 503,
     ShuttingDownError: 503,
+    InsufficientStorageError: 507,
 }
 # The embedder's verdict on an upload reaches the client with the status the embedder gave it.
 _REJECTION_STATUSES: dict[RejectionReason, int] = {
@@ -60,9 +64,19 @@ def status_of(error: ServiceError) -> int:
     return 500
 
 
+# What a 503 tells clients to wait, in seconds: the embedder's health probe (every second by
+# default) closes the circuit within that once it answers again.
+RETRY_AFTER_S = 5
+_RETRY_AFTER_HEADER = {
+    "Retry-After": {"description": "Seconds to wait before trying again.", "schema": {"type": "integer"}}
+}
+
+
 async def _service_error(_: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, ServiceError)
-    return JSONResponse({"detail": error.detail}, status_code=status_of(error))
+    status = status_of(error)
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+    return JSONResponse({"detail": error.detail}, status_code=status, headers=headers)
 
 
 # A 422 echoes each invalid value back (FastAPI's shape); a huge one is cut to this many characters.
@@ -104,16 +118,22 @@ def install_error_handlers(app: FastAPI) -> None:
 _DESCRIPTIONS = {
     400: "A body that is not well-formed multipart/form-data, or a photo the embedder could not read "
     "(corrupt or truncated; named in `detail`).",
+    401: "No API key, or an unknown one, while the service requires keys (`SEARCH_API_KEYS`).",
+    403: "The API key may not do this (a read key writing, or another collection), or a browser "
+    "page of another origin sent a state-changing request.",
     404: "No such id.",
     409: "The embedder runs another model than the one this index was built with.",
     413: "Upload too large: the whole body, or one photo (named in `detail`); a query clip over its "
     "size or length limit.",
     415: "Not an image format the embedder reads, or an uploaded video or query clip that is no "
-    "decodable video (file named in `detail`).",
-    422: "Invalid parameters (search: both or neither of `image` and `video`), or no face in the query "
-    "photo or clip.",
+    "decodable video (file named in `detail`); a thumbnail of a stored photo that no longer decodes.",
+    422: "Invalid parameters (search: not exactly one of `image`, `video` and `face_id`), or no face in "
+    "the query photo or clip.",
     502: "The embedder answered something unexpected.",
     503: "The embedder or the index is unreachable or failing; retry later.",
+    507: "The data directory's disk is full, or (uploads) below its free-space floor "
+    "(`SEARCH_MIN_FREE_BYTES`): nothing was changed; free space (deleting stored media frees it), then "
+    "retry.",
 }
 
 
@@ -123,6 +143,7 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         code: {
             "description": _DESCRIPTIONS[code],
             "model": InvalidRequestResponse if code == 422 else ErrorResponse,
+            **({"headers": _RETRY_AFTER_HEADER} if code == 503 else {}),
         }
         for code in codes
     }

@@ -1,4 +1,4 @@
-"""Liveness, with the state of the index and the reachability of the embedder."""
+"""Liveness, with the state of the index, the reachability of the embedder and the free disk space."""
 
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ router = APIRouter(tags=["ops"])
     responses={503: {"model": Health, "description": "The index cannot serve."}},
 )
 async def healthz(services: ServicesDep) -> Health | JSONResponse:
-    """200 while the index serves, even with the embedder down (`status: degraded`): stored
-    data stays readable and a restart would not help. 503 when the index cannot serve."""
+    """200 while the index serves, even with the embedder down or the disk below its free-space
+    floor (`status: degraded`, the reasons in `problems`): stored data stays readable and deletable,
+    and a restart would not help. 503 when the index cannot serve."""
     report = await services.health()
     health = presenters.health(report)
     if not report.index_ok:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Query, Response, UploadFile
+from fastapi import APIRouter, File, Form, Header, Query, Response, UploadFile
 from fastapi.responses import FileResponse
 
 from search_service.api import presenters
+from search_service.api.access import AccessDep
 from search_service.api.deps import ServicesDep
 from search_service.api.errors import error_responses, invalid_parameter
 from search_service.api.schemas import (
@@ -32,10 +33,11 @@ router = APIRouter(prefix="/images", tags=["images"])
     "",
     response_model=IngestResponse,
     summary="Store photos and index their faces",
-    responses=error_responses(400, 409, 413, 415, 422, 502, 503),
+    responses=error_responses(400, 409, 413, 415, 422, 502, 503, 507),
 )
 async def ingest_images(
     services: ServicesDep,
+    access: AccessDep,
     image: Annotated[list[UploadFile], File(description="A photo; repeat the field to send several.")],
     collection: Annotated[
         str | None,
@@ -56,9 +58,17 @@ async def ingest_images(
         ),
     ] = None,
 ) -> IngestResponse:
-    """Answers once every photo is durably stored and searchable. A photo already stored in the
-    collection (same bytes) is not stored again: its existing record comes back with
-    `duplicate: true`. If the embedder rejects any photo, nothing of the request is stored."""
+    """Answers once every photo is durably stored and searchable, one entry per photo in upload
+    order. A photo already stored in the collection (same bytes) is not stored again: its existing
+    record comes back with `duplicate: true`.
+
+    A photo the embedder refuses (corrupt, truncated, not an image, too large) fails only itself:
+    the others are stored, the answer is a 200, and the refused photo's entry is
+    `{"id": null, "faces": [], "duplicate": false, "error": {"status": 400, "detail": "name.jpg: ..."}}`,
+    `status` being what that photo alone would have been answered with (400, 413, 415 or 422).
+    When every photo of the request is refused, nothing is stored and the answer is the first
+    refusal's status and detail. Any other failure (the embedder unavailable: 503; another model:
+    409) fails the whole request, and nothing of it is stored."""
     limits = services.settings.uploads
     if len(image) > limits.max_images_per_request:
         raise invalid_parameter(
@@ -73,7 +83,7 @@ async def ingest_images(
     uploads = [await read_upload(file, limits.max_image_bytes) for file in image]
     stored = await services.images.ingest(
         uploads,
-        collection=collection or services.settings.default_collection,
+        collection=access.ingest_collection(collection, services.settings.default_collection),
         external_ids=external_id or [None] * len(uploads),
         metadata=metadata or {},
     )
@@ -83,6 +93,7 @@ async def ingest_images(
 @router.get("", response_model=ImageList, summary="List or look up photos")
 async def list_images(
     services: ServicesDep,
+    access: AccessDep,
     sha256: Annotated[
         list[str], Query(max_length=1000, description="Only photos with these digests (repeatable).")
     ] = [],  # noqa: B006 - FastAPI copies parameter defaults
@@ -95,7 +106,11 @@ async def list_images(
 ) -> ImageList:
     """Filters combine; `sha256` lets a bulk client skip photos it already uploaded."""
     records = await services.images.find(
-        sha256=sha256, collection=collection, external_id=external_id, after=after, limit=limit
+        sha256=sha256,
+        collection=access.filter_collection(collection),
+        external_id=external_id,
+        after=after,
+        limit=limit,
     )
     return ImageList(
         images=[presenters.image(record) for record in records],
@@ -119,6 +134,48 @@ async def get_image(services: ServicesDep, image_id: IdPath) -> Image:
 async def get_image_file(services: ServicesDep, image_id: IdPath) -> FileResponse:
     path, content_type = await services.images.file(image_id)
     return FileResponse(path, media_type=content_type)
+
+
+# The bytes under an id never change: a browser may keep a thumbnail a day without asking again.
+_THUMBNAIL_CACHING = "private, max-age=86400"
+
+
+def _entity_tags(if_none_match: str | None) -> set[str]:
+    """The tags of an If-None-Match header, compared weakly (RFC 9110 13.1.2: W/ is ignored)."""
+    if if_none_match is None:
+        return set()
+    return {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+
+
+@router.get(
+    "/{image_id}/thumbnail",
+    response_class=Response,
+    summary="The photo scaled down, upright, as JPEG",
+    responses={
+        200: {"content": {"image/jpeg": {}}, "description": "The thumbnail, with an `ETag`."},
+        304: {"description": "`If-None-Match` named this thumbnail's `ETag`: the client's copy is current."},
+        **error_responses(404, 415),
+    },
+)
+async def get_image_thumbnail(
+    services: ServicesDep,
+    image_id: IdPath,
+    max_side: Annotated[
+        int,
+        Query(ge=32, le=1024, description="The longer side of the thumbnail, in pixels (never upscaled)."),
+    ] = 256,
+    if_none_match: Annotated[
+        str | None, Header(description="ETags of copies the client holds: a 304 when one is current.")
+    ] = None,
+) -> Response:
+    """Rotated as its EXIF orientation says, as the face detector saw it: the face boxes of
+    `GET /images/{id}` (full-size pixels) fit it once scaled by its width over the photo's `width`.
+    Cached by the browser for a day (`Cache-Control: private`), then revalidated by its `ETag`."""
+    thumbnail = await services.images.thumbnail(image_id, max_side, cached=_entity_tags(if_none_match))
+    headers = {"ETag": thumbnail.etag, "Cache-Control": _THUMBNAIL_CACHING}
+    if thumbnail.jpeg is None:
+        return Response(status_code=304, headers=headers)
+    return Response(thumbnail.jpeg, media_type="image/jpeg", headers=headers)
 
 
 @router.delete(

@@ -5,19 +5,25 @@ from __future__ import annotations
 import base64
 from dataclasses import asdict
 
+from search_service.api.errors import status_of
 from search_service.api.schemas import (
     CollectionInfo,
     CollectionList,
+    DiskStatus,
     EmbedderStatus,
+    FailedImage,
     Health,
     Hit,
     Image,
     IndexStatus,
     IngestedImage,
     Job,
+    JobList,
     Media,
     QueryFace,
+    SearchOrigin,
     SearchResponse,
+    UploadError,
     Video,
     VideoAccepted,
     VideoPerson,
@@ -25,6 +31,7 @@ from search_service.api.schemas import (
 )
 from search_service.domain import (
     CollectionStats,
+    DiskSpace,
     HealthReport,
     ImageRecord,
     JobRecord,
@@ -35,6 +42,8 @@ from search_service.domain import (
     SubmittedVideo,
     VideoRecord,
 )
+from search_service.errors import EmbedderRejectedError
+from search_service.settings import MiB
 
 
 def thumbnail_url(video_id: int, track_id: int) -> str:
@@ -50,8 +59,10 @@ def image(record: ImageRecord) -> Image:
     return Image.model_validate(record)
 
 
-def ingested_image(stored: StoredImage) -> IngestedImage:
-    return IngestedImage.model_validate({**asdict(stored.image), "duplicate": stored.duplicate})
+def ingested_image(entry: StoredImage | EmbedderRejectedError) -> IngestedImage | FailedImage:
+    if isinstance(entry, EmbedderRejectedError):
+        return FailedImage(error=UploadError(status=status_of(entry), detail=entry.detail))
+    return IngestedImage.model_validate({**asdict(entry.image), "duplicate": entry.duplicate})
 
 
 def video(record: VideoRecord) -> Video:
@@ -86,6 +97,7 @@ def _person(video_id: int, person: PersonRecord) -> VideoPerson:
         time_ranges=person.time_ranges,
         tracks=tracks,
         thumbnail_url=None if best is None else best.thumbnail_url,
+        face_id=person.face_id,
     )
 
 
@@ -109,8 +121,12 @@ def _hit(ranked: RankedHit) -> Hit:
 
 
 def search_response(result: SearchResult) -> SearchResponse:
+    origin = result.origin
     return SearchResponse(
         threshold=result.threshold,
+        query=None
+        if origin is None
+        else SearchOrigin(source=origin.source, id=origin.media_id, face_id=origin.face_id),
         faces=[
             QueryFace(
                 box=face.box,
@@ -125,10 +141,35 @@ def search_response(result: SearchResult) -> SearchResponse:
     )
 
 
+def mib(size: int) -> str:
+    """A size for people: ``0.3 MiB``, ``12 MiB``, ``512 MiB``."""
+    value = size / MiB
+    return f"{value:.1f} MiB" if value < 10 else f"{value:.0f} MiB"
+
+
+def disk_refusal(space: DiskSpace, incoming: int) -> str:
+    """Why an upload is refused before it is read: the disk is below its free-space floor."""
+    upload = f", this upload {mib(incoming)}" if incoming else ""
+    return (
+        f"not enough free disk space to store uploads: {space.free_bytes} bytes free "
+        f"({mib(space.free_bytes)}{upload}), {space.min_free_bytes} ({mib(space.min_free_bytes)}) must "
+        "stay free (SEARCH_MIN_FREE_BYTES); free space or delete stored media, then retry"
+    )
+
+
 def health(report: HealthReport) -> Health:
     model = report.embedder_model
+    disk = report.disk
+    problems = []
+    if not report.index_ok:
+        problems.append("index: cannot serve")
+    if model is None:
+        problems.append(f"embedder: {report.embedder_problem or 'unreachable'}")
+    if disk.low:
+        problems.append(f"disk: {mib(disk.free_bytes)} free, floor {mib(disk.min_free_bytes)}")
     return Health(
-        status="down" if not report.index_ok else "degraded" if model is None else "ok",
+        status="down" if not report.index_ok else "degraded" if problems else "ok",
+        problems=problems,
         index=IndexStatus(
             backend=report.index_backend, ok=report.index_ok, faces=report.faces, details=report.index_details
         ),
@@ -139,11 +180,23 @@ def health(report: HealthReport) -> Health:
             match_threshold=report.match_threshold,
             error=report.embedder_problem,
         ),
+        disk=DiskStatus(
+            ok=not disk.low,
+            free_bytes=disk.free_bytes,
+            min_free_bytes=disk.min_free_bytes,
+            reserve_bytes=disk.reserve_bytes,
+        ),
     )
 
 
 def job(record: JobRecord) -> Job:
     return Job.model_validate(record)
+
+
+def job_list(records: list[JobRecord], limit: int) -> JobList:
+    return JobList(
+        jobs=[job(record) for record in records], next_after=records[-1].id if len(records) == limit else None
+    )
 
 
 def collections(stats: list[CollectionStats]) -> CollectionList:

@@ -144,8 +144,25 @@ class IngestedImage(Image):
     duplicate: bool = Field(description="True when this photo was already stored in the collection.")
 
 
+class UploadError(BaseModel):
+    status: int = Field(ge=400, le=499, description="The status this photo alone would have had.")
+    detail: str = Field(description="Why it was refused, naming the file.")
+
+
+class FailedImage(BaseModel):
+    """A photo of a batch that the embedder refused: nothing of it was stored."""
+
+    id: None = Field(default=None, description="null: this photo was not stored.")
+    faces: list[Face] = Field(default_factory=list, description="Always empty.")
+    duplicate: Literal[False] = False
+    error: UploadError
+
+
 class IngestResponse(BaseModel):
-    images: list[IngestedImage] = Field(description="One entry per uploaded photo, in upload order.")
+    images: list[IngestedImage | FailedImage] = Field(
+        description="One entry per uploaded photo, in upload order: the stored photo, or (`id: null`) "
+        "why this one was refused."
+    )
 
 
 class ImageList(BaseModel):
@@ -204,14 +221,26 @@ class QueryFace(BaseModel):
     )
 
 
+class SearchOrigin(BaseModel):
+    """Where the stored face of a search by `face_id` is."""
+
+    source: Source
+    id: int = Field(description="The image id or video id.")
+    face_id: int
+
+
 class SearchResponse(BaseModel):
     faces: list[QueryFace] = Field(
         description="Every face found in the query photo, or every person found in the query clip "
-        "(in order of first appearance), with its own hits."
+        "(in order of first appearance), with its own hits; a search by `face_id`: that one face, with "
+        "its stored box."
     )
     threshold: float = Field(
         description="The match threshold applied: the request's, else the service's setting, else the one "
         "calibrated for the embedding model."
+    )
+    query: SearchOrigin | None = Field(
+        default=None, description="A search by `face_id`: where that face is; null for a photo or clip."
     )
 
 
@@ -222,6 +251,13 @@ class SearchParams(BaseModel):
     threshold: float | None = Field(None, ge=-1.0, le=1.0)
     collection: str | None = Field(None, pattern=COLLECTION_PATTERN)
     source: Literal["images", "videos", "all"] = "all"
+    face_id: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_ID,
+        description="Search with this stored face instead of a photo or clip: a face id of "
+        "`GET /images/{id}`, a hit's `face_id`, or a video person's.",
+    )
 
 
 class CollectionInfo(BaseModel):
@@ -252,13 +288,28 @@ class EmbedderStatus(BaseModel):
     error: str | None = None
 
 
+class DiskStatus(BaseModel):
+    ok: bool = Field(description="At least `min_free_bytes` free: uploads are accepted.")
+    free_bytes: int = Field(description="Free on the data directory's disk.")
+    min_free_bytes: int = Field(description="`SEARCH_MIN_FREE_BYTES`: below it uploads are refused (507).")
+    reserve_bytes: int = Field(
+        description="Held in reserve so that deletes commit on a full disk (`SEARCH_DISK_RESERVE_BYTES`); "
+        "0 while spent, until there is room again."
+    )
+
+
 class Health(BaseModel):
     status: Literal["ok", "degraded", "down"] = Field(
-        description="ok; degraded: the embedder is unreachable (stored data is still served); "
-        "down: the index cannot serve."
+        description="ok; degraded: the embedder is unreachable, or the disk is below its free-space "
+        "floor (stored data is still served; see `problems`); down: the index cannot serve."
+    )
+    problems: list[str] = Field(
+        default_factory=list,
+        description='Why the status is not ok, one line each, e.g. "disk: 12 MiB free, floor 512 MiB".',
     )
     index: IndexStatus
     embedder: EmbedderStatus
+    disk: DiskStatus
 
 
 class VideoAccepted(BaseModel):
@@ -290,6 +341,11 @@ class Job(BaseModel):
     finished_at: str | None
 
 
+class JobList(BaseModel):
+    jobs: list[Job]
+    next_after: int | None = Field(description="Pass as `after` for the next page; null on the last page.")
+
+
 class VideoTrack(BaseModel):
     id: int
     start: float = Field(description="Seconds.")
@@ -305,6 +361,10 @@ class VideoPerson(BaseModel):
     time_ranges: list[TimeRange] = Field(description="[[start_s, end_s], ...], sorted and disjoint.")
     tracks: list[VideoTrack] = Field(description="Its continuous appearances, grouped into this person.")
     thumbnail_url: str | None = Field(description="The person's clearest face.")
+    face_id: int = Field(
+        description="A stored vector of the person (of their clearest track): search with it as "
+        "`POST /search` with `face_id`."
+    )
 
 
 class Video(Media):

@@ -3,7 +3,8 @@
 FastAPI's ``UploadFile`` has the whole body spooled to a temporary file elsewhere before the route
 runs; a video can be gigabytes, so here the body is parsed as it streams in: the file part goes to a
 staging file in the blob store (hashed on the way, its size checked at every chunk, before writing),
-text fields stay in memory. Any failure removes the staging file, so a refused upload leaves nothing.
+text fields stay in memory. Any failure removes the staging file, so a refused upload leaves nothing;
+a disk that fills up meanwhile is a 507 (InsufficientStorageError).
 A body that is not well-formed multipart (no boundary, bytes the parser cannot read, a part without
 a field name, an end before the closing boundary) is a 400, as FastAPI answers for ``/images``; a
 well-formed form whose fields are missing or invalid is a 422.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import mimetypes
 from collections.abc import Callable, Mapping
+from contextlib import suppress
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
@@ -28,7 +30,7 @@ from starlette.concurrency import run_in_threadpool
 
 from search_service.api.errors import invalid_parameter
 from search_service.domain import StagedFile
-from search_service.errors import UploadTooLargeError
+from search_service.errors import DISK_FULL_ERRNOS, InsufficientStorageError, UploadTooLargeError
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
@@ -130,7 +132,8 @@ def _one_of(fields: Mapping[str, int]) -> str:
     return f"send either {', '.join(names[:-1])} or {names[-1]}, not both"
 
 
-def _missing(fields: Mapping[str, int]) -> RequestValidationError:
+def missing_file(fields: Mapping[str, int]) -> RequestValidationError:
+    """The 422 for a body that carries none of the file ``fields``."""
     if len(fields) == 1:
         [field] = fields
         return RequestValidationError(
@@ -185,6 +188,31 @@ async def receive_one_of(
     limit in bytes, over which 413): the file into a new ``staging()`` file, the other fields into
     ``form_model`` (invalid: 422). No file or more than one is a 422. Returns the file's field name.
     The caller owns the staging file afterwards: on any failure here it is already removed."""
+    field, staged, form = await _receive(request, file_fields, form_model, staging, required=True)
+    assert field is not None and staged is not None  # required: a body without one was refused
+    return field, staged, form
+
+
+async def receive_at_most_one(
+    request: Request,
+    *,
+    file_fields: Mapping[str, int],
+    form_model: type[Form],
+    staging: Callable[[], IO[bytes]],
+) -> tuple[str | None, StagedFile | None, Form]:
+    """As :func:`receive_one_of`, except that a body of form fields only is no error: then no file
+    comes back, and no staging file is left (``POST /search`` with a stored face's ``face_id``)."""
+    return await _receive(request, file_fields, form_model, staging, required=False)
+
+
+async def _receive(
+    request: Request,
+    file_fields: Mapping[str, int],
+    form_model: type[Form],
+    staging: Callable[[], IO[bytes]],
+    *,
+    required: bool,
+) -> tuple[str | None, StagedFile | None, Form]:
     media_type, options = parse_options_header(request.headers.get("content-type"))
     if media_type != b"multipart/form-data":
         names = " or ".join(f"`{name}`" for name in file_fields)
@@ -218,8 +246,8 @@ async def receive_one_of(
             raise parts.error
         if parser.state not in (MultipartState.END, MultipartState.BOUNDARY_PADDING):
             raise malformed("the body ends before its closing boundary")
-        if parts.file_field is None:
-            raise _missing(file_fields)
+        if parts.file_field is None and required:
+            raise missing_file(file_fields)
         try:
             # An empty field means "not given", as FastAPI's Form() reads it (HTML forms send blanks).
             values = {name: value.decode() for name, value in parts.fields.items() if value}
@@ -237,10 +265,18 @@ async def receive_one_of(
                     }
                 ]
             ) from error
-    except BaseException:
-        file.close()
+    except BaseException as error:
+        with suppress(OSError):  # closing flushes the buffer, which fails again on a full disk
+            file.close()
         path.unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS:
+            raise InsufficientStorageError(
+                "the disk is full: the upload was not stored; free space or delete stored media, then retry"
+            ) from error
         raise
     field = parts.file_field
+    if field is None:
+        path.unlink(missing_ok=True)
+        return None, None, form
     staged = StagedFile(path, parts.filename or field, parts.content_type(), size, digest.hexdigest())
     return field, staged, form

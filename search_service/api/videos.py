@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse
 
 from search_service.api import presenters
+from search_service.api.access import AccessDep
 from search_service.api.deps import ServicesDep
 from search_service.api.errors import error_responses
 from search_service.api.schemas import (
@@ -55,14 +56,16 @@ _UPLOAD_BODY = {
     response_model=VideoAccepted,
     summary="Store a video and analyse it in the background",
     openapi_extra=_UPLOAD_BODY,
-    responses=error_responses(400, 413, 415, 422),
+    responses=error_responses(400, 413, 415, 422, 507),
 )
-async def upload_video(services: ServicesDep, request: Request) -> VideoAccepted:
+async def upload_video(services: ServicesDep, access: AccessDep, request: Request) -> VideoAccepted:
     """Answers as soon as the file is stored: follow `GET /jobs/{job_id}`; the people found are at
     `GET /videos/{video_id}` and in search once the job is done. The file streams to disk and is
     refused with a 413 as soon as it passes the size limit. A file that is no video (its container
     does not open, or its first video frame does not decode) is refused with a 415 naming the file
-    and the reason, and nothing is kept; a body that is not well-formed multipart is a 400."""
+    and the reason, and nothing is kept; a body that is not well-formed multipart is a 400. While
+    the disk is below `SEARCH_MIN_FREE_BYTES` (counting the declared `Content-Length`), or when it
+    fills up during the upload, the answer is a 507 and nothing is kept."""
     staged, form = await receive_upload(
         request,
         file_field="video",
@@ -73,7 +76,7 @@ async def upload_video(services: ServicesDep, request: Request) -> VideoAccepted
     try:
         submitted = await services.videos.submit(
             staged,
-            collection=form.collection or services.settings.default_collection,
+            collection=access.ingest_collection(form.collection, services.settings.default_collection),
             external_id=form.external_id,
         )
     finally:
@@ -85,6 +88,7 @@ async def upload_video(services: ServicesDep, request: Request) -> VideoAccepted
 @router.get("", response_model=VideoList, summary="List or look up videos")
 async def list_videos(
     services: ServicesDep,
+    access: AccessDep,
     collection: Annotated[str | None, Query(pattern=COLLECTION_PATTERN)] = None,
     external_id: Annotated[str | None, Query(max_length=MAX_EXTERNAL_ID_CHARS)] = None,
     after: Annotated[
@@ -93,7 +97,7 @@ async def list_videos(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> VideoList:
     records = await services.videos.find(
-        collection=collection, external_id=external_id, after=after, limit=limit
+        collection=access.filter_collection(collection), external_id=external_id, after=after, limit=limit
     )
     return VideoList(
         videos=[presenters.video(record) for record in records],
@@ -112,6 +116,38 @@ async def get_video(services: ServicesDep, video_id: IdPath) -> Video:
 
 
 @router.get(
+    "/{video_id}/file",
+    response_class=FileResponse,
+    summary="The stored video, byte for byte; Range requests play and seek it in a browser",
+    responses={
+        200: {"content": {"video/*": {}}, "description": "The whole video."},
+        206: {
+            "content": {"video/*": {}, "multipart/byteranges": {}},
+            "description": "The bytes of the `Range` asked for, with `Content-Range` (several ranges: "
+            "multipart/byteranges).",
+        },
+        400: {
+            "content": {"text/plain": {}},
+            "description": "A `Range` header that is not `bytes=...`, or whose start lies past its end; "
+            "or (JSON) the request's Host is not in the service's allow-list.",
+        },
+        416: {
+            "content": {"text/plain": {}},
+            "description": "No byte of the `Range` lies in the file: `Content-Range: bytes */<size>` says "
+            "its size.",
+        },
+        **error_responses(404),
+    },
+)
+async def get_video_file(services: ServicesDep, video_id: IdPath) -> FileResponse:
+    """`Accept-Ranges: bytes`; a `Range` header (one range, a suffix such as `bytes=-1000`, or several)
+    is answered with a 206, and `If-Range` with the `ETag` or `Last-Modified` is honoured
+    (Starlette's FileResponse implements all of it)."""
+    path, content_type = await services.videos.file(video_id)
+    return FileResponse(path, media_type=content_type)
+
+
+@router.get(
     "/{video_id}/thumbnails/{track_id}",
     response_class=FileResponse,
     summary="The clearest face of a track, as JPEG",
@@ -126,7 +162,7 @@ async def get_thumbnail(services: ServicesDep, video_id: IdPath, track_id: IdPat
     status_code=204,
     response_class=Response,
     summary="Delete a video; its faces leave search at once, a running analysis is cancelled",
-    responses=error_responses(404),
+    responses=error_responses(404, 507),
 )
 async def delete_video(services: ServicesDep, video_id: IdPath) -> Response:
     await services.videos.delete(video_id)

@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass
 
 from search_service.clients.embedder import EmbedderClient
-from search_service.domain import CollectionStats, HealthReport
+from search_service.domain import CollectionStats, DiskSpace, HealthReport
 from search_service.index.base import FaceIndex
 from search_service.index.registry import create_index
 from search_service.services.faces import FaceDetector
@@ -30,10 +30,13 @@ class Services:
 
     @classmethod
     async def open(cls, settings: SearchSettings) -> Services:
-        storage = await asyncio.to_thread(Storage.open, settings.data_dir)
+        storage = await asyncio.to_thread(
+            Storage.open, settings.data_dir, reserve_bytes=settings.disk.reserve_bytes
+        )
         index = create_index(settings)
         await asyncio.to_thread(index.open, storage.faces)
         embedder = EmbedderClient(settings.embedder)
+        embedder.start()  # its health probe; stopped by aclose() in close()
         detector = FaceDetector(embedder, storage.embedding_model)
         frames = FrameEmbedder(detector, asyncio.get_running_loop(), settings.video)
         videos = VideosService(storage.videos, storage.jobs, index, frames, settings.video)
@@ -53,9 +56,19 @@ class Services:
     async def collections(self) -> list[CollectionStats]:
         return await asyncio.to_thread(self.storage.faces.collections)
 
+    def disk_space(self) -> DiskSpace:
+        """Free space on the data directory's disk, against SEARCH_MIN_FREE_BYTES (a statvfs: fast)."""
+        return DiskSpace(
+            free_bytes=self.storage.free_bytes(),
+            min_free_bytes=self.settings.disk.min_free_bytes,
+            reserve_bytes=self.storage.reserve_held(),
+        )
+
     async def health(self) -> HealthReport:
         index = await asyncio.to_thread(self.index.health)
         embedder = await self.embedder.status()
+        # Health is probed every few seconds: the moment to take back a reserve a delete spent.
+        await asyncio.to_thread(self.storage.restore_reserve)
         return HealthReport(
             index_backend=index.backend,
             index_ok=index.ok,
@@ -64,6 +77,7 @@ class Services:
             embedder_model=embedder.model,
             match_threshold=embedder.match_threshold,
             embedder_problem=embedder.problem,
+            disk=self.disk_space(),
         )
 
     async def close(self) -> None:

@@ -2,7 +2,7 @@
 
 Every ``/faces`` answer names the model that made its embeddings: vectors of any other model
 than the one the store holds are refused right there (ModelMismatchError), before anything is
-stored or compared.
+stored or compared, even when only some of the photos were answered.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from search_service.clients.embedder import EmbedderClient
+from search_service.clients.embedder import EmbedderClient, Outcomes
 from search_service.domain import Detection, Upload
 from search_service.storage.embedding_model import EmbeddingModelRecord
 
@@ -36,3 +36,10 @@ class FaceDetector:
         # worker. The check is in memory; only a store's very first answer writes one short row.
         self._model_record.ensure(detection.model)
         return detection
+
+    async def detect_each(self, uploads: Sequence[Upload]) -> Outcomes:
+        """Faces per upload, or the embedder's verdict on it: a refused photo fails only itself."""
+        outcomes = await self._embedder.detect_each(uploads)
+        if outcomes.model is not None:  # None: every photo was refused, no vector to check
+            self._model_record.ensure(outcomes.model)
+        return outcomes

@@ -27,6 +27,8 @@ JOBS = Gauge("facesearch_video_jobs", "Video ingest jobs in the store, by state"
 
 # A worker with nothing to do looks at the queue this often even when nobody signals it.
 _IDLE_POLL_S = 5.0
+# A worker whose store failed (a full disk, say) waits this long before it tries again.
+_STORE_RETRY_S = 5.0
 # How long a stop waits for a worker to finish its current batch.
 _STOP_TIMEOUT_S = 60.0
 
@@ -50,8 +52,15 @@ JobHandler = Callable[[JobRecord, JobControl], None]
 
 
 class JobRunner:
-    def __init__(self, jobs: JobRepository, handler: JobHandler, workers: int = 1) -> None:
+    def __init__(
+        self,
+        jobs: JobRepository,
+        handler: JobHandler,
+        workers: int = 1,
+        store_retry_s: float = _STORE_RETRY_S,
+    ) -> None:
         self._jobs = jobs
+        self._store_retry_s = store_retry_s
         self._handler = handler
         self._workers = workers
         self._wake = threading.Condition()
@@ -108,9 +117,17 @@ class JobRunner:
             with self._wake:
                 if self._stopping:
                     return
-            job = self._jobs.claim()
-            if job is not None:
-                self._run(job)
+            try:
+                job = self._jobs.claim()
+                if job is not None:
+                    self._run(job)
+                    continue
+            except Exception:
+                # The worker must outlive a failing store: a job it could not mark failed stays
+                # "running" and is queued again at the next start.
+                log.exception("video job worker: the store failed; trying again", retry_s=self._store_retry_s)
+                with self._wake:
+                    self._wake.wait(self._store_retry_s)
                 continue
             with self._wake:
                 if not (self._signalled or self._stopping):

@@ -8,12 +8,14 @@ import itertools
 import math
 import threading
 import time
+from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path
 
 import numpy as np
 import structlog
 from prometheus_client import Histogram
 
+from search_service.clients.embedder import EmbedderStatus
 from search_service.domain import (
     FaceObservation,
     HitSource,
@@ -27,7 +29,15 @@ from search_service.domain import (
     Upload,
     VideoAnalysis,
 )
-from search_service.errors import ClipTooLongError, NoFaceError, NotAVideoError, ShuttingDownError
+from search_service.errors import (
+    ClipTooLongError,
+    EmbedderUnavailableError,
+    ModelMismatchError,
+    NoFaceError,
+    NotAVideoError,
+    NotFoundError,
+    ShuttingDownError,
+)
 from search_service.index.base import FaceIndex, IndexHit
 from search_service.services.faces import FaceDetector
 from search_service.services.frames import FrameEmbedder
@@ -145,6 +155,22 @@ def merged_ranges(
     return [(start, end) for start, end, _ in merged], [score for *_, score in merged]
 
 
+async def _model_threshold(embedder_status: Callable[[], Awaitable[EmbedderStatus]], dimension: int) -> float:
+    """The match threshold calibrated for the embedder's model, which must be the stored vectors'."""
+    status = await embedder_status()
+    if status.model is None or status.match_threshold is None:
+        raise EmbedderUnavailableError(
+            f"the match threshold is the embedding model's, and the embedder does not answer "
+            f"({status.problem}): pass `threshold`, or retry later"
+        )
+    if status.model.dimension != dimension:
+        raise ModelMismatchError(
+            f"the stored vectors are {dimension}-d but the embedder runs {status.model.name} "
+            f"({status.model.dimension}-d): its match threshold does not apply; pass `threshold`"
+        )
+    return status.match_threshold
+
+
 def _ignore_progress(fraction: float, frames: int, faces: int) -> None:
     """A query clip reports no progress: its client is waiting for the answer itself."""
 
@@ -243,12 +269,42 @@ class SearchService:
         )
         return SearchResult(threshold=threshold, faces=faces)
 
+    async def search_face(
+        self,
+        face_id: int,
+        query: SearchQuery,
+        collections: Collection[str] | None,
+        embedder_status: Callable[[], Awaitable[EmbedderStatus]],
+    ) -> SearchResult:
+        """Search with a stored face's vector, as with a photo's face; the face itself (for a video,
+        its whole person) is left out of the hits. No embedder is needed, except to learn the match
+        threshold of its model when neither the request nor the service names one (its health
+        probe's last answer, as ``GET /healthz`` reports it).
+
+        Raises NotFoundError for an unknown face, or one outside ``collections`` (None: every)."""
+        stored = await asyncio.to_thread(self._faces.stored_face, face_id)
+        if stored is None or (collections is not None and stored.where.collection not in collections):
+            raise NotFoundError(f"no face with id {face_id}")
+        model_threshold = None
+        if query.threshold is None and self._threshold is None:
+            model_threshold = await _model_threshold(embedder_status, stored.vector.size)
+        threshold = self._threshold_for(query, model_threshold)
+        [hits] = await asyncio.to_thread(
+            self._rank, [stored.vector[np.newaxis]], query, threshold, stored.own_face_ids
+        )
+        where = stored.where
+        return SearchResult(
+            threshold=threshold,
+            faces=[QueryFaceResult(box=where.box, score=stored.score, hits=hits)],
+            origin=where,
+        )
+
     def _threshold_for(self, query: SearchQuery, model_threshold: float | None) -> float:
         """The request's threshold, else the service's setting, else the embedding model's own."""
         for value in (query.threshold, self._threshold, model_threshold):
             if value is not None:
                 return value
-        raise AssertionError("a clip with people went through the embedder, which names its threshold")
+        raise AssertionError("the embedder named its model's threshold, or the search was refused")
 
     def _analyse_clip(
         self, path: Path, filename: str, stop: threading.Event
@@ -281,14 +337,21 @@ class SearchService:
             raise NotAVideoError(f"{filename}: not a decodable video: {error}") from error
         return analysis, model_threshold
 
-    def _rank(self, queries: list[np.ndarray], query: SearchQuery, threshold: float) -> list[list[RankedHit]]:
+    def _rank(
+        self,
+        queries: list[np.ndarray],
+        query: SearchQuery,
+        threshold: float,
+        excluded: frozenset[int] = frozenset(),
+    ) -> list[list[RankedHit]]:
         """Per query face (its vectors as rows: one for a photo's face, a few for a clip's person), up
         to k hits best first, one per photo face or video person; a stored face scores its best
-        similarity to any of the query face's vectors."""
+        similarity to any of the query face's vectors. Stored faces in ``excluded`` are no hits."""
         k = query.k
         # Backends answer at most max_k hits per query: the escalation stops there.
         most = self._index.max_k or math.inf
-        fetch = int(min(k if query.source == "image" else k * _OVERFETCH, most))
+        # The excluded faces are likely among the first answers (a stored query finds itself first).
+        fetch = int(min((k if query.source == "image" else k * _OVERFETCH) + len(excluded), most))
         vectors = np.concatenate(queries)
         rows = np.cumsum([0] + [len(vectors_of_face) for vectors_of_face in queries])
         index_seconds = 0.0
@@ -297,7 +360,10 @@ class SearchService:
             answers = self._index.search(vectors, fetch, collection=query.collection, source=query.source)
             index_seconds += time.perf_counter() - started
             per_face = [answers[start:end] for start, end in itertools.pairwise(rows)]
-            merged = [best_of(face_answers, fetch) for face_answers in per_face]
+            merged = [
+                [hit for hit in best_of(face_answers, fetch) if hit.face_id not in excluded]
+                for face_answers in per_face
+            ]
             sources = self._faces.describe([hit.face_id for hits in merged for hit in hits])
             kept = [distinct_hits(hits, sources, k, threshold) for hits in merged]
             # Fewer than `fetch` answers means the index has nothing more to give.

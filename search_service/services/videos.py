@@ -22,12 +22,19 @@ from prometheus_client import Counter, Histogram
 from search_service.domain import (
     UNFINISHED_STATES,
     JobRecord,
+    JobState,
     StagedFile,
     SubmittedVideo,
     VideoAnalysis,
     VideoRecord,
 )
-from search_service.errors import ConflictError, NotAVideoError, NotFoundError, ServiceError
+from search_service.errors import (
+    ConflictError,
+    InsufficientStorageError,
+    NotAVideoError,
+    NotFoundError,
+    ServiceError,
+)
 from search_service.index.base import FaceIndex
 from search_service.services.frames import FrameEmbedder
 from search_service.services.jobs import JobControl, JobFailed, JobRunner
@@ -118,6 +125,11 @@ class VideosService:
             self._videos.find, collection=collection, external_id=external_id, after_id=after, limit=limit
         )
 
+    async def file(self, video_id: int) -> tuple[Path, str]:
+        """The stored video's path and content type."""
+        record = await self.get(video_id)
+        return self._videos.file(record), record.content_type
+
     async def thumbnail(self, video_id: int, track_id: int) -> Path:
         return found(
             await asyncio.to_thread(self._videos.thumbnail, video_id, track_id),
@@ -144,6 +156,13 @@ class VideosService:
     async def job(self, job_id: int) -> JobRecord:
         return found(await asyncio.to_thread(self._jobs.get, job_id), f"no job with id {job_id}")
 
+    async def find_jobs(
+        self, *, state: JobState | None, collection: str | None, after: int, limit: int
+    ) -> list[JobRecord]:
+        return await asyncio.to_thread(
+            self._jobs.find, state=state, collection=collection, after_id=after, limit=limit
+        )
+
     async def cancel_job(self, job_id: int) -> JobRecord:
         job = await self.job(job_id)
         cancelled = await asyncio.to_thread(self.runner.cancel, job_id)
@@ -160,12 +179,17 @@ class VideosService:
             analysis = analyse_video(self._videos.file(video), self._frames, self._settings, control)
         except VideoDecodeError as error:
             raise JobFailed(f"not a decodable video: {error}") from error
+        except InsufficientStorageError as error:  # its progress could not be recorded
+            raise JobFailed(f"{error.detail} (upload the video again to retry)") from error
         except ServiceError as error:  # the embedder refused a frame, is unreachable or runs another model
             raise JobFailed(f"embedder: {error.detail} (upload the video again to retry)") from error
         started = time.perf_counter()
         timings = dataclasses.asdict(analysis.timings)
         with self._index_lock:
-            faces = self._videos.store_analysis(job, analysis, timings)
+            try:
+                faces = self._videos.store_analysis(job, analysis, timings)
+            except InsufficientStorageError as error:
+                raise JobFailed(f"{error.detail} (upload the video again to retry)") from error
             if faces is not None:
                 self._index.add(faces)
         if faces is None:

@@ -5,12 +5,14 @@ models and the index feed), ``embedding_model``; ``database`` and ``blobs`` are 
 Every face row carries its embedding, so any vector index can be rebuilt from here alone. Writes
 follow one order: file durable, then rows committed, then the caller acknowledges; a crash loses
 nothing acknowledged, and its only debris, an unreferenced file, is swept at the next open.
-Storage takes and returns the plain records of ``search_service.domain``.
+A full disk refuses writes (InsufficientStorageError) but not deletes or reads: ``space`` holds a
+reserve for them. Storage takes and returns the plain records of ``search_service.domain``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import structlog
@@ -23,6 +25,7 @@ from search_service.storage.faults import FaultHook, no_faults
 from search_service.storage.images import ImageRepository
 from search_service.storage.jobs import JobRepository
 from search_service.storage.media import referenced_files
+from search_service.storage.space import RESERVE_FILE, Reserve, free_bytes, watch_free_bytes
 from search_service.storage.videos import VideoRepository
 
 log = structlog.get_logger(__name__)
@@ -39,19 +42,26 @@ class Storage:
     embedding_model: EmbeddingModelRecord
 
     @classmethod
-    def open(cls, data_dir: Path, faults: FaultHook = no_faults, *, sweep: bool = True) -> Storage:
-        """Open (creating if needed) the store in ``data_dir`` and sweep crash debris.
+    def open(
+        cls, data_dir: Path, faults: FaultHook = no_faults, *, sweep: bool = True, reserve_bytes: int = 0
+    ) -> Storage:
+        """Open (creating if needed) the store in ``data_dir`` and sweep crash debris; then hold
+        ``reserve_bytes`` of the disk in reserve for deletes (when there is room: a store opens on
+        a full disk too, and serves reads and deletes).
 
         ``sweep=False`` for tools that may run beside a live service (re-indexing): there an
         unreferenced file may be an upload in progress, not debris.
         """
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # photos, faces: the owner's alone
-        database = Database(data_dir / FILE_NAME)
+        reserve = Reserve(data_dir / RESERVE_FILE, reserve_bytes)
+        database = Database(data_dir / FILE_NAME, reserve)
         blobs = BlobStore(data_dir / "media", faults)
         if sweep:
-            removed = blobs.sweep(referenced_files(database))
+            removed = reserve.freeing(partial(blobs.sweep, referenced_files(database)))
             if removed:
                 log.info("removed unreferenced files left by an interrupted write", files=removed)
+        reserve.restore()
+        watch_free_bytes(data_dir)
         return cls(
             data_dir=data_dir,
             database=database,
@@ -61,6 +71,18 @@ class Storage:
             faces=FaceRepository(database),
             embedding_model=EmbeddingModelRecord(database),
         )
+
+    def free_bytes(self) -> int:
+        """Bytes still free on the data directory's disk."""
+        return free_bytes(self.data_dir)
+
+    def reserve_held(self) -> int:
+        """Bytes the disk reserve holds now (0 while released)."""
+        return self.database.reserve.held()
+
+    def restore_reserve(self) -> None:
+        """Allocate the disk reserve again if it was released and there is room now."""
+        self.database.reserve.restore()
 
     def close(self) -> None:
         self.database.close()

@@ -5,6 +5,8 @@ lets readers on other connections (index builds) run beside the writer; ``synchr
 makes a commit survive power loss, not only a process crash. The schema lives in numbered SQL
 files beside this module (``migrations/NNNN_*.sql``); a database is brought forward one file at
 a time, each in its own transaction together with its version number.
+A write that meets a full disk is rolled back whole and raises InsufficientStorageError; opening,
+and writes that free space (deletes), may spend the disk reserve instead (see ``space``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from search_service.storage.space import Reserve, refused_when_full
 
 FILE_NAME = "facesearch.sqlite3"
 
@@ -61,8 +65,9 @@ def as_list(values: Sequence[Any]) -> str:
 
 
 class Database:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, reserve: Reserve) -> None:
         self.path = path
+        self.reserve = reserve
         # Reentrant: repositories hold it across file operations and the transaction that names
         # the files, so that a delete can never unlink a file a concurrent ingest is about to use.
         self.lock = threading.RLock()
@@ -72,13 +77,18 @@ class Database:
         mode = stat.S_IMODE(path.stat().st_mode)
         if mode & 0o007:  # a store made before this rule: nothing for other users
             path.chmod(mode & ~0o007)
+        self._connection: sqlite3.Connection
+        # Reopened on a full disk, SQLite needs room for its WAL and shared-memory files.
+        reserve.freeing(self._connect)
+
+    def _connect(self) -> None:
         # Autocommit mode: transactions are opened explicitly (BEGIN IMMEDIATE) by transaction().
-        self._connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._connection.row_factory = sqlite3.Row
-        self._connection.execute("PRAGMA journal_mode = WAL")
-        self._connection.execute("PRAGMA synchronous = FULL")
-        self._connection.execute("PRAGMA foreign_keys = ON")
+        self._connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
+            self._connection.row_factory = sqlite3.Row
+            self._connection.execute("PRAGMA journal_mode = WAL")
+            self._connection.execute("PRAGMA synchronous = FULL")
+            self._connection.execute("PRAGMA foreign_keys = ON")
             self._migrate()
         except BaseException:
             self._connection.close()
@@ -90,15 +100,18 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction under the lock; commits on success, rolls back on error."""
-        with self.lock:
+        """A write transaction under the lock; commits on success, rolls back on error (a full
+        disk: InsufficientStorageError)."""
+        with self.lock, refused_when_full("the change"):
             self._connection.execute("BEGIN IMMEDIATE")
             try:
                 yield self._connection
+                self._connection.execute("COMMIT")
             except BaseException:
-                self._connection.execute("ROLLBACK")
+                # SQLite may have rolled back already (a full disk does, even at COMMIT).
+                if self._connection.in_transaction:
+                    self._connection.execute("ROLLBACK")
                 raise
-            self._connection.execute("COMMIT")
 
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:

@@ -7,7 +7,7 @@ from collections.abc import Collection, Iterator, Sequence
 
 import numpy as np
 
-from search_service.domain import CollectionStats, FaceBatch, HitSource, PersonVectors
+from search_service.domain import CollectionStats, FaceBatch, HitSource, PersonVectors, StoredFace
 from search_service.storage.database import IN_LIST, Database, as_list
 from search_service.storage.media import box_of
 from search_service.storage.videos import time_ranges
@@ -54,6 +54,29 @@ class FaceRepository:
             )
             for row in rows
         }
+
+    def stored_face(self, face_id: int) -> StoredFace | None:
+        """A stored face with its vector, as a search query; None when there is none."""
+        where = self.describe([face_id]).get(face_id)
+        if where is None:
+            return None
+        with self._database.reading() as db:
+            row = db.execute("SELECT score, embedding FROM faces WHERE id = ?", (face_id,)).fetchone()
+            own = (
+                [face_id]
+                if where.person is None
+                else [
+                    sibling[0]
+                    for sibling in db.execute(
+                        "SELECT f.id FROM faces f JOIN tracks t ON t.id = f.track_id "
+                        "WHERE t.media_id = ? AND t.person = ?",
+                        (where.media_id, where.person),
+                    )
+                ]
+            )
+        if row is None:  # deleted since describe
+            return None
+        return StoredFace(where, row["score"], np.frombuffer(row["embedding"], "<f4"), frozenset(own))
 
     def person_vectors(self, people: Collection[tuple[int, int]]) -> dict[tuple[int, int], PersonVectors]:
         """Every stored vector of these (video id, person) pairs, with the start of its track."""

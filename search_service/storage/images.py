@@ -51,28 +51,29 @@ class ImageRepository(MediaRepository[ImageRecord]):
         new_collections: list[str] = []
         new_vectors: list[np.ndarray] = []
         with self._database.lock:
-            # Files first, durable before the rows naming them, and under the lock (see Database).
-            for image in images:
-                self._blobs.put(image.upload.sha256, image.upload.data)
-            with self._database.transaction() as db:
+            with self._blobs.writing(image.upload.sha256 for image in images):
+                # Files first, durable before the rows naming them, and under the lock (see Database).
                 for image in images:
-                    existing = db.execute(
-                        "SELECT id FROM media WHERE kind = 'image' AND collection = ? AND sha256 = ?",
-                        (image.collection, image.upload.sha256),
-                    ).fetchone()
-                    if existing is not None:
-                        [record] = _records(db, self._rows(db, existing["id"]))
-                        results.append(StoredImage(record, duplicate=True))
-                        continue
-                    media_id = self._insert(db, image)
-                    for face in image.detected.faces:
-                        new_ids.append(self._insert_face(db, media_id, image.collection, face))
-                        new_media.append(media_id)
-                        new_collections.append(image.collection)
-                        new_vectors.append(face.embedding)
-                    [record] = _records(db, self._rows(db, media_id))
-                    results.append(StoredImage(record, duplicate=False))
-                self._faults("rows_written")
+                    self._blobs.put(image.upload.sha256, image.upload.data)
+                with self._database.transaction() as db:
+                    for image in images:
+                        existing = db.execute(
+                            "SELECT id FROM media WHERE kind = 'image' AND collection = ? AND sha256 = ?",
+                            (image.collection, image.upload.sha256),
+                        ).fetchone()
+                        if existing is not None:
+                            [record] = _records(db, self._rows(db, existing["id"]))
+                            results.append(StoredImage(record, duplicate=True))
+                            continue
+                        media_id = self._insert(db, image)
+                        for face in image.detected.faces:
+                            new_ids.append(self._insert_face(db, media_id, image.collection, face))
+                            new_media.append(media_id)
+                            new_collections.append(image.collection)
+                            new_vectors.append(face.embedding)
+                        [record] = _records(db, self._rows(db, media_id))
+                        results.append(StoredImage(record, duplicate=False))
+                    self._faults("rows_written")
             self._faults("committed")
         return results, face_batch(new_ids, new_media, "image", new_collections, new_vectors)
 

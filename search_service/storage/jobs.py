@@ -55,6 +55,30 @@ class JobRepository:
         rows = self._database.read(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,))
         return job_record(rows[0]) if rows else None
 
+    def find(
+        self,
+        *,
+        state: JobState | None = None,
+        collection: str | None = None,
+        after_id: int = 0,
+        limit: int = 100,
+    ) -> list[JobRecord]:
+        """Jobs in ``state`` of videos in ``collection`` (None: any), by ascending id from
+        ``after_id`` (keyset paging)."""
+        clauses: list[str] = ["id > ?"]
+        parameters: list[object] = [after_id]
+        if state is not None:
+            clauses.append("state = ?")
+            parameters.append(state)
+        if collection is not None:
+            clauses.append("media_id IN (SELECT id FROM media WHERE collection = ?)")
+            parameters.append(collection)
+        rows = self._database.read(
+            f"SELECT {COLUMNS} FROM jobs WHERE {' AND '.join(clauses)} ORDER BY id LIMIT ?",
+            (*parameters, limit),
+        )
+        return [job_record(row) for row in rows]
+
     def claim(self) -> JobRecord | None:
         """Start the oldest queued job (state running, one more attempt); None when none waits."""
         if not self._database.read("SELECT 1 FROM jobs WHERE state = 'queued' LIMIT 1"):

@@ -10,6 +10,7 @@ import dataclasses
 import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
@@ -168,5 +169,8 @@ class MediaRepository(ABC, Generic[Record]):
 
     def delete(self, media_id: int) -> bool:
         """Delete the record with everything hanging off it, and its files (unless other rows name
-        them); False when there is none."""
-        return delete_media(self._database, self._blobs, media_id, self.kind)
+        them); False when there is none. Deleting is how space is freed: on a full disk it may spend
+        the disk reserve (space.py)."""
+        return self._database.reserve.freeing(
+            partial(delete_media, self._database, self._blobs, media_id, self.kind)
+        )

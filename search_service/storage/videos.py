@@ -84,6 +84,15 @@ def _records(db: sqlite3.Connection, rows: Sequence[sqlite3.Row]) -> list[VideoR
                 has_thumbnail=track["thumbnail_sha256"] is not None,
             )
         )
+    # A person's face id: the first vector of its best track (thumbnail_track) where there is one.
+    face_ids: dict[tuple[int, int], int] = {}
+    for face in db.execute(
+        "SELECT t.media_id, t.person, f.id FROM faces f JOIN tracks t ON t.id = f.track_id "
+        "JOIN people p ON p.media_id = t.media_id AND p.person = t.person "
+        f"WHERE t.media_id {IN_LIST} ORDER BY t.id IS NOT p.thumbnail_track, f.id",
+        (ids,),
+    ):
+        face_ids.setdefault((face["media_id"], face["person"]), face["id"])
     people: dict[int, list[PersonRecord]] = {}
     for person in db.execute(
         f"SELECT media_id, person, time_ranges, thumbnail_track FROM people WHERE media_id {IN_LIST} "
@@ -93,7 +102,11 @@ def _records(db: sqlite3.Connection, rows: Sequence[sqlite3.Row]) -> list[VideoR
         key = (person["media_id"], person["person"])
         people.setdefault(key[0], []).append(
             PersonRecord(
-                key[1], time_ranges(person["time_ranges"]), tracks.get(key, []), person["thumbnail_track"]
+                key[1],
+                time_ranges(person["time_ranges"]),
+                tracks.get(key, []),
+                person["thumbnail_track"],
+                face_ids[key],  # every track stores at least one vector, in the person's transaction
             )
         )
     return [
@@ -123,7 +136,7 @@ class VideoRepository(MediaRepository[VideoRecord]):
         The same bytes already in the collection are not stored twice: that video comes back, with
         a new job when its last one failed or was cancelled (uploading again is how to retry).
         """
-        with self._database.lock:
+        with self._database.lock, self._blobs.writing([staged.sha256]):
             # The file is durable before the row naming it, as for photos (see Database).
             self._blobs.put_file(staged.sha256, staged.path)
             with self._database.transaction() as db:
@@ -174,7 +187,7 @@ class VideoRepository(MediaRepository[VideoRecord]):
             for track in analysis.tracks
             if track.thumbnail_jpeg
         }
-        with self._database.lock:
+        with self._database.lock, self._blobs.writing(thumbnails):
             for digest, data in thumbnails.items():
                 self._blobs.put(digest, data)
             with self._database.transaction() as db:

@@ -1,5 +1,5 @@
-"""Real services as child processes for the end-to-end tests: one embedder (ONNX models) per
-session, and search services on fresh data directories."""
+"""Real services as child processes for the end-to-end tests: search services on fresh data
+directories, beside the session's one embedder (``embedder`` in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -14,13 +14,7 @@ import httpx
 import pytest
 
 from tests.search.polling import poll_until
-from tools.processes import ServiceProcess, embedder_service, search_service
-
-
-@pytest.fixture(scope="session")
-def embedder(models_dir: Path) -> Iterator[ServiceProcess]:
-    with embedder_service(models_dir).running(timeout_s=180) as process:
-        yield process
+from tools.processes import ServiceProcess, search_service
 
 
 @contextmanager

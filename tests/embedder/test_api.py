@@ -23,7 +23,8 @@ from embedder_service.settings import EmbedderSettings
 @pytest.fixture(scope="module")
 def client(models_dir: Path) -> Iterator[TestClient]:
     settings = EmbedderSettings(models_dir=models_dir, log_json=False)
-    with TestClient(create_app(settings)) as test_client:
+    # 127.0.0.1: a Host the embedder serves by default (EMBEDDER_ALLOWED_HOSTS).
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as test_client:
         yield test_client
 
 

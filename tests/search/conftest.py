@@ -10,9 +10,16 @@ import pytest
 from fastapi.testclient import TestClient
 from pytest_httpserver import HTTPServer
 
+from facesearch_common.access import DEFAULT_ALLOWED_HOSTS
 from search_service.main import create_app
-from search_service.settings import EmbedderClientSettings, SearchSettings
+from search_service.settings import DiskSettings, EmbedderClientSettings, MiB, SearchSettings
 from tests.search.fakes import FakeEmbedder
+
+
+@pytest.fixture(autouse=True)
+def _test_client_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Serve TestClient's Host ("testserver") besides loopback: the Host allow-list refuses it."""
+    monkeypatch.setenv("SEARCH_ALLOWED_HOSTS", ",".join([*DEFAULT_ALLOWED_HOSTS, "testserver"]))
 
 
 @pytest.fixture
@@ -29,6 +36,8 @@ def make_settings(tmp_path: Path, fake_embedder: FakeEmbedder) -> Callable[..., 
         settings = SearchSettings(
             data_dir=tmp_path / "data",
             embedder=EmbedderClientSettings(url=fake_embedder.url, backoff_s=0.01),
+            # Each test's store would otherwise hold the default 16 MiB reserve on disk.
+            disk=DiskSettings(reserve_bytes=MiB),
             log_json=False,
             log_level="WARNING",
         )

@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import struct
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -114,7 +115,8 @@ class FakeEmbedder:
 
     server: HTTPServer
     fail_next: list[int] = field(default_factory=list)  # statuses to answer before behaving
-    # Out of order: every POST /faces answers 500 (a request that reaches it fails, after retries).
+    retry_after: str | None = None  # the Retry-After header of those answers, when set
+    # Out of order: every POST /faces answers 500 (a request that reaches it fails at once: a 502).
     failing: bool = False
     model: str = MODEL
     # The dimension its answers declare; the embeddings it sends are always DIMENSION long.
@@ -150,7 +152,10 @@ class FakeEmbedder:
     def _faces(self, request: Request) -> Response:
         if self.fail_next:
             status = self.fail_next.pop(0)
-            return _json({"detail": f"answering {status} as told"}, status)
+            answer = _json({"detail": f"answering {status} as told"}, status)
+            if self.retry_after is not None:
+                answer.headers["Retry-After"] = self.retry_after
+            return answer
         if self.failing:
             return _json({"detail": "the fake embedder is out of order"}, 500)
         uploads = request.files.getlist("image")
@@ -213,3 +218,13 @@ def new_image(
         for i, name in enumerate(people)
     ]
     return NewImage(upload, collection, external_id, {"source": "test"}, DetectedImage(48, 48, faces))
+
+
+if __name__ == "__main__":
+    # `python -m tests.search.fakes`: the fake in a process of its own, for tests that stop it with
+    # SIGSTOP as an embedder hangs. It prints its URL, then serves until it is killed.
+    server = HTTPServer(host="127.0.0.1", threaded=True)
+    FakeEmbedder(server)
+    server.start()
+    print(server.url_for("").rstrip("/"), flush=True)
+    threading.Event().wait()

@@ -64,6 +64,44 @@ def test_ingest_a_folder_then_resume(
     assert stored_images(server) == stored
 
 
+def test_refused_photos_are_reported_and_the_rest_get_in(
+    server: ServiceProcess, fake_embedder: FakeEmbedder, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = _folder(tmp_path / "photos", 6)
+    (root / "person4" / "cut.png").write_bytes(photo("cut")[:200])  # a truncated PNG, in the 2nd batch
+    # The first batch's POST /faces fails (the server answers it with a 502): sent again photo by
+    # photo, every one gets in; the truncated one is refused beside the others in its batch.
+    fake_embedder.fail_next = [500]
+    args = [str(root), "--url", server.url, "--batch", "4", "--concurrency", "1", "--quiet"]
+    assert main(args) == 1
+    report = capsys.readouterr().out
+    assert "photos found:      7" in report and "ingested:          6" in report
+    assert "failed:            1" in report
+    assert "  person4/cut.png: HTTP 400: cut.png: cannot decode image: " in report
+    assert len(stored_images(server)) == 6
+
+
+def test_a_service_that_requires_keys_takes_the_ingest_with_a_write_key(
+    tmp_path: Path,
+    fake_embedder: FakeEmbedder,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    key = "ingest-key-0123456789abcdef"
+    monkeypatch.setenv("SEARCH_API_KEYS", f"{key}:write")
+    monkeypatch.delenv("FACESEARCH_API_KEY", raising=False)
+    root = _folder(tmp_path / "photos", 3)
+    with search_service(str(tmp_path / "data"), fake_embedder.url).running() as keyed:
+        args = [str(root), "--url", keyed.url, "--quiet"]
+        assert main(args) == 1
+        assert "failed:            3" in capsys.readouterr().out
+        monkeypatch.setenv("FACESEARCH_API_KEY", key)
+        assert main(args) == 0
+        assert "ingested:          3" in capsys.readouterr().out
+        listed = httpx.get(f"{keyed.url}/images", headers={"X-API-Key": key}).json()["images"]
+        assert len(listed) == 3
+
+
 @pytest.mark.slow  # a real server process killed mid-ingest
 def test_sigkill_during_bulk_ingest_loses_and_duplicates_nothing(
     server: ServiceProcess, fake_embedder: FakeEmbedder, tmp_path: Path

@@ -30,6 +30,11 @@ NAMES = (
     "SEARCH_OPENSEARCH_PASSWORD",
     "SEARCH_VIDEO_WORKERS",
     "SEARCH_VIDEO_BATCH_FRAMES",
+    "SEARCH_MIN_FREE_BYTES",
+    "SEARCH_DISK_RESERVE_BYTES",
+    "SEARCH_API_KEYS",
+    "SEARCH_ALLOWED_HOSTS",
+    "SEARCH_CORS_ORIGINS",
 )
 
 
@@ -73,6 +78,9 @@ def test_each_group_reads_its_own_names(monkeypatch: pytest.MonkeyPatch) -> None
         "SEARCH_OPENSEARCH_PASSWORD": "secret",
         "SEARCH_VIDEO_WORKERS": "3",
         "SEARCH_VIDEO_BATCH_FRAMES": "2",
+        "SEARCH_MIN_FREE_BYTES": "3000",
+        "SEARCH_DISK_RESERVE_BYTES": "4000",
+        "SEARCH_CORS_ORIGINS": "https://photos.example",
     }
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
@@ -92,6 +100,8 @@ def test_each_group_reads_its_own_names(monkeypatch: pytest.MonkeyPatch) -> None
     assert settings.opensearch.http_auth() == ("admin", "secret")
     assert "secret" not in repr(settings)  # the password stays out of logs
     assert (settings.video.workers, settings.video.batch_frames) == (3, 2)
+    assert (settings.disk.min_free_bytes, settings.disk.reserve_bytes) == (3000, 4000)
+    assert settings.access.cors_origins == ["https://photos.example"]
 
 
 @pytest.mark.parametrize(

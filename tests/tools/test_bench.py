@@ -4,6 +4,8 @@ the table and the README section it writes."""
 from __future__ import annotations
 
 import json
+import os
+import struct
 from dataclasses import asdict
 from pathlib import Path
 
@@ -11,6 +13,18 @@ import numpy as np
 import pytest
 
 from tools.bench.gallery import SyntheticGallery, hold_out_queries
+from tools.bench.load import (
+    LoadPlan,
+    Memory,
+    Outcome,
+    Phase,
+    large_png,
+    rss_mb,
+    section,
+    summarize,
+    verdict,
+    vm_rss_mb,
+)
 from tools.bench.readme import END, EVAL_END, EVAL_START, START, SectionError, main, render, replace_section
 from tools.bench.recall import exact_top_k, match_recall, recall_at_k
 from tools.bench.report import Comparison, Row, markdown, number, rows_from_json
@@ -265,3 +279,104 @@ def test_milvus_lite_search_finds_the_nearest() -> None:
     truth, _ = exact_top_k(vectors, vectors[:5], index.K)
     assert recall_at_k(truth, np.stack([search(query) for query in vectors[:5]])) == 1.0
     assert next(methods, None) is None  # closed, its Milvus Lite server stopped, the folder gone
+
+
+# --- the load section (tools/bench/load.py): judging answers, summaries, memory, the table ---------
+
+
+def test_verdict_tells_shedding_and_no_face_from_errors() -> None:
+    assert verdict(Outcome("search", 200, 0.1)) == "ok"
+    assert verdict(Outcome("ingest", 200, 0.1)) == "ok"
+    assert verdict(Outcome("search", 503, 0.1, retry_after=True)) == "shed"
+    assert verdict(Outcome("search", 503, 0.1)) == "error"  # no Retry-After: not a designed refusal
+    assert (
+        verdict(Outcome("search", 422, 0.1, detail="no face found in the query photo 'q.jpg'")) == "no face"
+    )
+    assert verdict(Outcome("ingest", 422, 0.1, detail="no face found")) == "error"
+    assert verdict(Outcome("search", 500, 0.1)) == "error"
+    assert verdict(Outcome("search", None, 120.0, detail="ReadTimeout: timed out")) == "error"
+    # A huge photo may be refused over the pixel budget, or searched on a downscaled copy.
+    assert [verdict(Outcome("large", status, 1.0)) for status in (200, 413, 422, 500)] == [
+        "ok",
+        "ok",
+        "ok",
+        "error",
+    ]
+
+
+def test_summarize_counts_per_kind_and_takes_percentiles_of_ok_answers_only() -> None:
+    searches = [Outcome("search", 200, seconds / 1000) for seconds in range(1, 101)]  # 1..100 ms
+    others = [
+        Outcome("search", 503, 0.0001, retry_after=True),
+        Outcome("search", 500, 9.0, detail="boom"),
+        Outcome("ingest", 200, 0.5),
+        Outcome("ingest", None, 120.0, detail="ReadTimeout: timed out"),
+    ]
+    summaries = summarize(searches + others, wall_s=10.0)
+    assert list(summaries) == ["search", "ingest"]
+    search = summaries["search"]
+    assert (search.requests, search.per_s) == (102, 10.2)
+    assert search.verdicts == {"ok": 100, "shed": 1, "error": 1}
+    assert search.statuses == {"200": 100, "503": 1, "500": 1}
+    assert search.p50_ms == pytest.approx(50.5)
+    assert search.p99_ms == pytest.approx(99.01)  # numpy's linear interpolation over 1..100
+    assert (search.error_count, search.errors) == (1, ["500: boom"])
+    ingest = summaries["ingest"]
+    assert ingest.statuses == {"200": 1, "no answer": 1}
+    assert ingest.errors == ["no answer: ReadTimeout: timed out"]
+    assert ingest.p50_ms == ingest.p99_ms == pytest.approx(500.0)
+
+
+def test_summarize_has_no_percentiles_without_an_ok_answer() -> None:
+    [summary] = summarize([Outcome("large", 500, 1.0)], wall_s=1.0).values()
+    assert (summary.p50_ms, summary.p99_ms, summary.error_count) == (None, None, 1)
+
+
+def test_vm_rss_is_read_from_proc_status() -> None:
+    status = "Name:\tpython\nVmPeak:\t  999999 kB\nVmRSS:\t  524288 kB\nThreads:\t4\n"
+    assert vm_rss_mb(status) == 512.0
+    with pytest.raises(ValueError, match="VmRSS"):
+        vm_rss_mb("Name:\tzombie\n")
+    assert 1 < rss_mb(os.getpid()) < 100_000  # this very process, in MiB
+
+
+def test_large_png_is_a_few_kilobytes_declaring_6300_by_6300() -> None:
+    data = large_png()
+    assert len(data) < 10_000
+    assert struct.unpack(">II", data[16:24]) == (6300, 6300)  # the IHDR chunk's width and height
+
+
+def _phase(searches_ms: list[float], rss: tuple[float, float], extra: list[Outcome] | None = None) -> Phase:
+    outcomes = [Outcome("search", 200, ms / 1000) for ms in searches_ms] + (extra or [])
+    before, after = rss
+    memory = Memory({"embedder": before, "search": 100.0}, {"embedder": 2 * after, "search": 110.0})
+    memory.after = {"embedder": after, "search": 105.0}
+    return Phase(outcomes, wall_s=10.0, memory=memory)
+
+
+def test_load_section_judges_the_p99_ratio_and_the_embedders_memory() -> None:
+    plan = LoadPlan(clients=32, seconds=10.0, gallery_photos=10)
+    a = _phase([100.0] * 99 + [200.0], rss=(300.0, 500.0))
+    # p99 of normal searches 1.5x A's; the embedder ends 10% above where B began.
+    b = _phase([150.0] * 99 + [300.0], rss=(500.0, 550.0), extra=[Outcome("large", 413, 0.01)])
+    out = section(plan, a, b, large_bytes=4896)
+    rows = {row.measurement: row for row in out.rows}
+    during = rows["B. as A, and a 6300x6300 PNG every 2 s: POST /search, a gallery photo"]
+    assert during.met is True and during.notes.startswith("p99 1.50x A's")
+    embedder = rows["B. as A, and a 6300x6300 PNG every 2 s: embedder RSS"]
+    assert (embedder.value, embedder.met) == (550.0, True)
+    assert "before 500 MiB (+10%)" in embedder.notes and "idle, before A: 300 MiB" in embedder.notes
+    assert rows["B. as A, and a 6300x6300 PNG every 2 s: POST /search, the 6300x6300 PNG"].met is True
+    assert (out.summary["load_errors"], out.summary["load_shed"]) == ("0", "0")
+    assert out.summary["load_large_p99_ratio"] == "1.50"
+    assert out.summary["load_embedder_rss_change_pct"] == "+10.0"
+    assert out.details["load"]["phases"]["B"]["requests"]["large"]["statuses"] == {"413": 1}
+    json.dumps(out.details)  # bench.json takes it as it is
+
+    refused = [Outcome("search", 500, 0.1, detail="boom"), Outcome("ingest", 503, 0.1, retry_after=True)]
+    slow = _phase([400.0] * 100, rss=(500.0, 700.0), extra=refused)
+    out = section(plan, a, slow, large_bytes=4896)
+    rows = {row.measurement: row for row in out.rows}
+    assert rows["B. as A, and a 6300x6300 PNG every 2 s: POST /search, a gallery photo"].met is False
+    assert rows["B. as A, and a 6300x6300 PNG every 2 s: embedder RSS"].met is False  # +40%
+    assert (out.summary["load_errors"], out.summary["load_shed"]) == ("1", "1")

@@ -2,14 +2,16 @@
 
 Prints one markdown table (medians, spreads, speed-ups against the baselines), writes
 ``reports/bench.json`` and PNG plots, and ends with a line of key=value pairs. ``--quick`` is
-sized for CI (about 2 minutes, galleries up to 100k); the full run takes about 15 minutes on
-2 cores, a third of it building the 1M-face HNSW graph the first time (then cached under
-``reports/cache``, with the LFW embeddings it shares with ``make eval``).
+sized for CI (about 2 minutes, galleries up to 100k, plus 1 minute of load); the full run takes
+about 18 minutes on 2 cores (3 of them the load section's two phases of 60 s), a third of it
+building the 1M-face HNSW graph the first time (then cached under ``reports/cache``, with the LFW
+embeddings it shares with ``make eval``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import os
 import platform
@@ -24,12 +26,12 @@ from embedder_service.models.manifest import load_manifest
 from embedder_service.settings import EmbedderSettings
 from facesearch_common.logging import configure_logging
 from search_service.settings import SearchSettings
-from tools.bench import embedder, index, services, video
+from tools.bench import embedder, index, load, services, video
 from tools.bench.gallery import real_embeddings
 from tools.bench.paths import default_data
 from tools.bench.report import Section, draw, markdown, summary_line, write_json
 
-SECTIONS = ("embedder", "index", "http", "video")
+SECTIONS = ("embedder", "index", "http", "video", "load")
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class Plan:
     embedder: embedder.EmbedderPlan
     http: services.HttpPlan
     video: video.VideoPlan
+    load: load.LoadPlan
 
 
 QUICK = Plan(
@@ -62,6 +65,7 @@ QUICK = Plan(
     ),
     http=services.HttpPlan(gallery_photos=200, queries=30),
     video=video.VideoPlan(rounds=1),
+    load=load.LoadPlan(clients=32, seconds=20.0, gallery_photos=200),
 )
 FULL = Plan(
     sizes=[1_000, 10_000, 100_000, 1_000_000],
@@ -80,6 +84,7 @@ FULL = Plan(
     ),
     http=services.HttpPlan(gallery_photos=None, queries=200),
     video=video.VideoPlan(rounds=3),
+    load=load.LoadPlan(clients=32, seconds=60.0, gallery_photos=500),
 )
 
 
@@ -102,6 +107,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         nargs="*",
         default=[256, 512],
         help="HNSW search breadths to measure besides the service's setting (recall against latency)",
+    )
+    parser.add_argument(
+        "--load-seconds",
+        type=float,
+        help="length of each load phase (default by mode: 20 s quick, 60 s full)",
+    )
+    parser.add_argument(
+        "--load-clients", type=int, help="concurrent clients of the load section (default 32)"
     )
     parser.add_argument("--out", type=Path, default=Path("reports"))
     parser.add_argument("--cache-dir", type=Path, help="embeddings and HNSW graphs (default: OUT/cache)")
@@ -135,6 +148,15 @@ def run_index(args: argparse.Namespace, plan: Plan, cache_dir: Path) -> Section:
     return index.run(real, args.queries or plan.queries, options)
 
 
+def load_plan(args: argparse.Namespace, plan: Plan) -> load.LoadPlan:
+    """The mode's load plan, with the lengths and client counts given on the command line."""
+    return dataclasses.replace(
+        plan.load,
+        seconds=args.load_seconds or plan.load.seconds,
+        clients=args.load_clients or plan.load.clients,
+    )
+
+
 def machine() -> dict[str, object]:
     model = "unknown"
     try:
@@ -165,6 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "index": lambda: run_index(args, plan, cache_dir),
         "http": lambda: services.measure(args.lfw_dir, EmbedderSettings().models_dir, plan.http),
         "video": lambda: video.measure(args.data, EmbedderSettings().models_dir, cache_dir, plan.video),
+        "load": lambda: load.measure(args.lfw_dir, EmbedderSettings().models_dir, load_plan(args, plan)),
     }
     for name in args.sections:
         print(f"== {name}", file=sys.stderr, flush=True)
@@ -178,8 +201,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command": " ".join(["python -m tools.bench", *(sys.argv[1:] if argv is None else argv)]),
         "mode": "quick" if args.quick else "full",
         "sections": args.sections,
-        # What the README may quote: the full run of every section.
-        "complete": not args.quick and set(args.sections) == set(SECTIONS),
+        # What the README may quote: the full run of every section, the load for its full length.
+        "complete": not args.quick
+        and set(args.sections) == set(SECTIONS)
+        and load_plan(args, plan) == plan.load,
         "elapsed_s": round(elapsed, 1),
         "machine": machine(),
         "versions": {name: version(name) for name in ("onnxruntime", "faiss-cpu", "numpy")},

@@ -29,7 +29,7 @@ from embedder_service.models.aligner import FaceAligner
 from embedder_service.models.detector import Detection
 from embedder_service.models.encoder import EncoderSpec, FaceEncoder
 from embedder_service.models.manifest import Manifest, ModelRecord
-from embedder_service.models.pipeline import FacePipeline
+from embedder_service.models.pipeline import FaceDetector, FacePipeline
 from embedder_service.service import EmbedderService
 from embedder_service.settings import EmbedderSettings
 
@@ -135,15 +135,17 @@ def make_client(tiny_models: tuple[Path, Manifest]) -> Iterator[AppFactory]:
     directory, manifest = tiny_models
     spec = manifest.encoder("tiny_v1")
 
-    def make(stack: ExitStack, **overrides: Any) -> TestClient:
+    def make(stack: ExitStack, detector: FaceDetector | None = None, **overrides: Any) -> TestClient:
+        """``detector`` replaces the :class:`FakeDetector`; ``overrides`` are settings."""
         settings = EmbedderSettings(
             models_dir=directory, log_json=False, providers=["CPUExecutionProvider"], **overrides
         )
         pipeline = FacePipeline(
-            detector=FakeDetector(),
+            detector=detector or FakeDetector(),
             aligner=FaceAligner(np.array(spec.landmark_template), spec.input_size, settings.alignment),
             encoder=FaceEncoder(spec, directory, settings.providers, intra_op_threads=1),
             flip_augment=settings.flip_augment,
+            detect_max_side=settings.detect_max_side,
         )
         app = create_app(service=EmbedderService(settings, pipeline, manifest))
         return stack.enter_context(TestClient(app))

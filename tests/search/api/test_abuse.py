@@ -3,20 +3,32 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import random
+import signal
 import struct
+import subprocess
+import sys
+import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
-from search_service.api.errors import MAX_ECHOED_CHARS
+from search_service.api.errors import MAX_ECHOED_CHARS, RETRY_AFTER_S
 from search_service.api.schemas import MAX_EXTERNAL_ID_CHARS, MAX_ID, MAX_METADATA_BYTES, MAX_METADATA_DEPTH
+from search_service.main import create_app
+from search_service.settings import SearchSettings
+from tests.conftest import REPO_ROOT
 from tests.search.api.helpers import ingest, post_images, search
 from tests.search.fakes import FakeEmbedder, photo
+from tests.search.polling import poll_until
 
 BEYOND = MAX_ID + 1  # 9223372036854775808: no SQLite integer holds it
 
@@ -330,6 +342,116 @@ def test_decompression_bomb_is_the_embedders_413_naming_the_file(
     assert response.json() == {"detail": BOMB_DETAIL}
     assert client.get("/images").json()["images"] == [stored]
     assert_intact(client, stored)
+
+
+# --- 6. a 200-byte truncated JPEG beside a good photo (row 2: was a 500 retried into a 503, and
+# the good photo beside it refused too) ---------------------------------------------------------
+
+
+def _truncated_jpeg() -> bytes:
+    """The first 200 bytes of a JPEG: its header, cut off before the image data."""
+    pixels = np.random.default_rng(7).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG")
+    return buffer.getvalue()[:200]
+
+
+def test_truncated_jpeg_fails_only_itself(client: TestClient, stored: dict[str, Any]) -> None:
+    cut, good = _truncated_jpeg(), photo("bob")
+    response = client.post(
+        "/images",
+        files=[("image", ("cut.jpg", cut, "image/jpeg")), ("image", ("bob.png", good, "image/png"))],
+    )
+    assert response.status_code == 200
+    refused, bob = response.json()["images"]
+    assert refused == {
+        "id": None,
+        "faces": [],
+        "duplicate": False,
+        "error": {"status": 400, "detail": "cut.jpg: cannot decode image: Truncated File Read"},
+    }
+    assert client.get(f"/images/{bob['id']}").json()["sha256"] == hashlib.sha256(good).hexdigest()
+    assert client.get(f"/images/{bob['id']}/file").content == good
+    assert [image["id"] for image in client.get("/images").json()["images"]] == [stored["id"], bob["id"]]
+    # Alone, it is the 400 it was meant to be, and nothing is stored.
+    response = client.post("/images", files={"image": ("cut.jpg", cut, "image/jpeg")})
+    assert response.status_code == 400
+    assert response.json() == {"detail": "cut.jpg: cannot decode image: Truncated File Read"}
+    assert len(client.get("/images").json()["images"]) == 2
+    assert_intact(client, stored)
+
+
+def test_an_embedder_500_is_a_502_without_retries(
+    client: TestClient, stored: dict[str, Any], fake_embedder: FakeEmbedder
+) -> None:
+    """An embedder that still answers a truncated photo with a 500: relayed at once as a 502 (a
+    retry would have been answered, and the request stored)."""
+    fake_embedder.fail_next = [500]
+    response = client.post("/images", files={"image": ("cut.jpg", _truncated_jpeg(), "image/jpeg")})
+    assert response.status_code == 502
+    assert response.json() == {"detail": "embedder answered 500: answering 500 as told"}
+    assert client.get("/images").json()["images"] == [stored]
+    assert_intact(client, stored)
+
+
+# --- 7. a hung embedder (row 4: a 503 only after 482 s) -------------------------------------
+
+
+@pytest.fixture
+def embedder_process() -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """The fake embedder in a process of its own, to stop as a hung one stops; and its URL."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.search.fakes"],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        yield process, process.stdout.readline().strip()
+    finally:
+        process.kill()  # stopped or not
+        process.wait()
+
+
+def test_a_hung_embedder_is_a_503_within_10_s_until_it_resumes(
+    make_settings: Callable[..., SearchSettings], embedder_process: tuple[subprocess.Popen[str], str]
+) -> None:
+    """With the default settings: the health probe opens the circuit, the request in flight is
+    abandoned and the next fails at once; when the embedder resumes, requests succeed again."""
+    process, url = embedder_process
+    with TestClient(create_app(make_settings(embedder={"url": url}))) as client:
+        [record] = ingest(client, photo("alice"), external_id="alice-1")
+        del record["duplicate"]
+        process.send_signal(signal.SIGSTOP)
+        try:
+            for route in ("/search", "/images"):
+                started = time.monotonic()
+                response = client.post(
+                    route, files={"image": ("q.png", photo("alice", variant=1), "image/png")}
+                )
+                elapsed = time.monotonic() - started
+                assert response.status_code == 503, response.text
+                assert elapsed < 10, f"{route} answered after {elapsed:.1f} s"
+                assert response.headers["Retry-After"] == str(RETRY_AFTER_S)
+                assert response.json()["detail"].startswith("the embedder is unavailable (")
+            health = client.get("/healthz").json()
+            assert health["status"] == "degraded" and not health["embedder"]["ok"]
+            assert 'facesearch_circuit_open{name="embedder"} 1.0' in client.get("/metrics").text
+            assert client.get("/images").json()["images"] == [record]  # reads still served
+        finally:
+            process.send_signal(signal.SIGCONT)
+        poll_until(
+            lambda: client.get("/healthz").json()["status"],
+            lambda status: status == "ok",
+            what="the circuit closed",
+            timeout_s=10,
+        )
+        assert 'facesearch_circuit_open{name="embedder"} 0.0' in client.get("/metrics").text
+        assert_intact(client, record)
+        [bob] = ingest(client, photo("bob"))
+        assert [image["id"] for image in client.get("/images").json()["images"]] == [record["id"], bob["id"]]
 
 
 # --- never a 5xx: a bounded property test over every route ----------------------------------

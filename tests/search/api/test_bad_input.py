@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from search_service.main import create_app
 from search_service.settings import SearchSettings
-from tests.search.api.helpers import assert_nothing_stored, ingest, post_images
+from tests.search.api.helpers import assert_nothing_stored, post_images
 from tests.search.fakes import FakeEmbedder, photo
 
 
@@ -25,17 +25,6 @@ def test_truncated_image_is_a_400_naming_the_file(client: TestClient) -> None:
     answer = post_images(client, ("cut.png", data[: len(data) // 2]))
     assert answer["status"] == 400 and answer["detail"].startswith("cut.png: ")
     assert_nothing_stored(client)
-
-
-def test_one_bad_photo_rejects_the_request_and_is_named(client: TestClient) -> None:
-    """The embedder's verdict covers the whole batch; the client learns which photo it was, and
-    none of the good photos sent with it is stored."""
-    answer = post_images(
-        client, ("a.png", photo("a")), ("broken.png", b"\x89PNG nope"), ("c.png", photo("c"))
-    )
-    assert answer["status"] == 415 and answer["detail"] == "broken.png: cannot identify image file"
-    assert_nothing_stored(client)
-    assert len(ingest(client, photo("a"), photo("c"))) == 2  # the good ones alone go in
 
 
 def test_query_without_a_face_is_a_422(client: TestClient) -> None:

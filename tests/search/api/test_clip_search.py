@@ -304,6 +304,7 @@ def test_openapi_documents_both_files_and_the_errors(client: TestClient) -> None
         "threshold",
         "collection",
         "source",
+        "face_id",
     }
     query_face = client.get("/openapi.json").json()["components"]["schemas"]["QueryFace"]["properties"]
     assert {"box", "score", "hits", "time_ranges", "best_time", "thumbnail_url"} <= set(query_face)

@@ -23,11 +23,13 @@ EXPECTED = {
     errors.UploadTooLargeError: 413,
     errors.ClipTooLongError: 413,
     errors.NotAVideoError: 415,
+    errors.UndecodableImageError: 415,
     errors.NoFaceError: 422,
     errors.EmbedderProtocolError: 502,
     errors.EmbedderUnavailableError: 503,
     errors.IndexUnavailableError: 503,
     errors.ShuttingDownError: 503,
+    errors.InsufficientStorageError: 507,
 }
 REJECTIONS: dict[RejectionReason, int] = {
     "unreadable": 400,

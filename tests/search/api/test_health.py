@@ -13,7 +13,7 @@ from tests.search.fakes import MATCH_THRESHOLD, photo
 
 def test_health_metrics_and_docs(client: TestClient) -> None:
     health = client.get("/healthz").json()
-    assert health["status"] == "ok"
+    assert health["status"] == "ok" and health["problems"] == []
     assert health["embedder"] == {
         "ok": True,
         "model": "fake-embedder-v1",
@@ -22,6 +22,9 @@ def test_health_metrics_and_docs(client: TestClient) -> None:
         "error": None,
     }
     assert health["index"]["backend"] == "embedded" and health["index"]["ok"]
+    # By default uploads need 512 MiB free, and some space is held in reserve for deletes.
+    assert health["disk"]["ok"] and health["disk"]["free_bytes"] >= health["disk"]["min_free_bytes"]
+    assert health["disk"]["min_free_bytes"] == 512 * 1024 * 1024 and health["disk"]["reserve_bytes"] > 0
     metrics = client.get("/metrics").text
     assert 'http_requests_total{method="GET",route="/healthz",status="200"}' in metrics
     spec = client.get("/openapi.json").json()
@@ -54,5 +57,6 @@ def test_embedder_down_is_a_503_and_degraded_health(make_settings: Callable[...,
         assert health.status_code == 200
         assert health.json()["status"] == "degraded" and not health.json()["embedder"]["ok"]
         assert health.json()["embedder"]["error"]
+        assert health.json()["problems"] == [f"embedder: {health.json()['embedder']['error']}"]
         # The internal address stays in the operator's log, out of public answers.
         assert "127.0.0.1:9" not in response.text and "127.0.0.1:9" not in health.text

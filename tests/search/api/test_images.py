@@ -1,5 +1,5 @@
 """Photos through the API over a fake embedder: ingest, read, list, download, delete, dedupe,
-collections, and surviving a restart."""
+photos the embedder refuses among good ones, collections, and surviving a restart."""
 
 from __future__ import annotations
 
@@ -53,8 +53,81 @@ def test_a_duplicate_needs_no_embedder(client: TestClient, fake_embedder: FakeEm
     assert again["duplicate"] and again["id"] == first["id"] and again["faces"] == first["faces"]
     # The control: a photo the collection does not hold yet does need the embedder.
     response = client.post("/images", files={"image": ("new.png", photo("ida", variant=1), "image/png")})
-    assert response.status_code == 503
+    assert response.status_code == 502
     assert [image["id"] for image in client.get("/images").json()["images"]] == [first["id"]]
+
+
+def test_refused_photos_fail_only_themselves(client: TestClient, fake_embedder: FakeEmbedder) -> None:
+    """One request: a good photo, text, another good photo, a photo over the embedder's pixel
+    limit, the first photo again. The embedder refuses the batch; halving it names each culprit."""
+    fake_embedder.max_pixels = 64 * 64
+    first, second = photo("uli"), photo("vera")
+    files = [
+        ("image", ("uli.png", first, "image/png")),
+        ("image", ("notes.png", b"no photo at all", "image/png")),
+        ("image", ("vera.png", second, "image/png")),
+        ("image", ("big.png", photo("wes", size=(65, 64)), "image/png")),
+        ("image", ("uli-again.png", first, "image/png")),
+    ]
+    response = client.post("/images", files=files, data={"external_id": ["u", "n", "v", "b", "u2"]})
+    assert response.status_code == 200
+    uli, notes, vera, big, again = response.json()["images"]
+    assert notes == {
+        "id": None,
+        "faces": [],
+        "duplicate": False,
+        "error": {"status": 415, "detail": "notes.png: cannot identify image file"},
+    }
+    assert big == {
+        "id": None,
+        "faces": [],
+        "duplicate": False,
+        "error": {
+            "status": 413,
+            "detail": "big.png: image too large: 65x64 = 4160 pixels, the limit is 4096",
+        },
+    }
+    assert [uli["external_id"], vera["external_id"]] == ["u", "v"]
+    assert not uli["duplicate"] and again["duplicate"] and again["id"] == uli["id"]
+    assert client.get(f"/images/{vera['id']}/file").content == second
+    listed = client.get("/images").json()["images"]
+    assert [image["id"] for image in listed] == [uli["id"], vera["id"]]
+    [face] = search(client, photo("vera", variant=1))["faces"]
+    assert [hit["id"] for hit in face["hits"] if hit["match"]] == [vera["id"]]
+
+
+def test_a_refused_photo_beside_a_duplicate_is_a_200(client: TestClient) -> None:
+    """Nothing new stored, but the request was not all refused: the duplicate is answered."""
+    [stored] = ingest(client, photo("xan"))
+    response = client.post(
+        "/images",
+        files=[
+            ("image", ("bad.png", b"no photo at all", "image/png")),
+            ("image", ("xan.png", photo("xan"), "image/png")),
+        ],
+    )
+    assert response.status_code == 200
+    bad, again = response.json()["images"]
+    assert bad["id"] is None and bad["error"] == {
+        "status": 415,
+        "detail": "bad.png: cannot identify image file",
+    }
+    assert again["duplicate"] and again["id"] == stored["id"]
+    assert [image["id"] for image in client.get("/images").json()["images"]] == [stored["id"]]
+
+
+def test_every_photo_refused_is_the_first_refusal(client: TestClient) -> None:
+    """As before batches could fail in part: the status and detail of the first refused photo."""
+    response = client.post(
+        "/images",
+        files=[
+            ("image", ("notes.png", b"no photo at all", "image/png")),
+            ("image", ("more.png", b"nor this", "image/png")),
+        ],
+    )
+    assert response.status_code == 415
+    assert response.json() == {"detail": "notes.png: cannot identify image file"}
+    assert client.get("/images").json()["images"] == []
 
 
 def test_listing_pages_by_id(client: TestClient) -> None:
