@@ -42,7 +42,13 @@ def test_health_metrics_and_docs(client: TestClient) -> None:
     }
     search_doc = spec["paths"]["/search"]["post"]
     assert {"200", "409", "413", "415", "422", "502", "503"} <= set(search_doc["responses"])
-    assert {p["name"] for p in search_doc["parameters"]} == {"k", "threshold", "collection", "source"}
+    assert {p["name"] for p in search_doc["parameters"]} == {
+        "k",
+        "threshold",
+        "collection",
+        "source",
+        "face_id",
+    }
     assert client.get("/docs").status_code == 200
 
 
