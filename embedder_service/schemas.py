@@ -7,7 +7,7 @@ from pydantic import BaseModel, Field
 
 class FaceOut(BaseModel):
     box: list[float] = Field(description="x1, y1, x2, y2 in pixels of the upright image")
-    score: float = Field(description="MTCNN O-Net face probability")
+    score: float = Field(description="the detector's face score (MTCNN: O-Net face probability)")
     landmarks: list[list[float]] | None = Field(
         default=None, description="5 points [x, y]: left eye, right eye, nose, mouth left, mouth right"
     )
@@ -41,12 +41,14 @@ class ModelInfo(BaseModel):
     checksum: str = Field(description="sha256 of the ONNX file")
     source_package: str
     source_version: str
+    licence: str = Field(description="the weights' licence, as their publisher states it")
     dimension: int | None = None
     match_threshold: float | None = Field(default=None, description=f"{MATCH_THRESHOLD} (encoders only)")
     providers: list[str] = Field(description="execution providers the session actually runs on")
 
 
 class ModelsResponse(BaseModel):
+    detector: str = Field(description="the face detector in use (EMBEDDER_DETECTOR)")
     embedding_model: str
     embedding_dimension: int
     match_threshold: float = Field(description=MATCH_THRESHOLD)

@@ -11,7 +11,8 @@ from PIL import Image
 from embedder_service.imaging import ImageError, load_pixels, open_image
 from embedder_service.limits import Deadline, ModelLock
 from embedder_service.models.aligner import FaceAligner
-from embedder_service.models.detector import Detection, MtcnnDetector
+from embedder_service.models.detector import Detection
+from embedder_service.models.detectors import build_detector
 from embedder_service.models.encoder import EncoderSpec, FaceEncoder
 from embedder_service.models.manifest import Manifest, load_manifest
 from embedder_service.models.pipeline import DetectionOptions, FacePipeline, faces_of, split_per_image
@@ -27,7 +28,9 @@ def build_pipeline(settings: EmbedderSettings, manifest: Manifest | None = None)
     spec = manifest.encoder(settings.encoder)
     threads = settings.intra_op_threads
     return FacePipeline(
-        detector=MtcnnDetector(settings.models_dir, settings.providers, threads),
+        detector=build_detector(
+            settings.detector, settings.models_dir, manifest, settings.providers, threads
+        ),
         aligner=FaceAligner(np.array(spec.landmark_template), spec.input_size, settings.alignment),
         encoder=FaceEncoder(spec, settings.models_dir, settings.providers, threads),
         flip_augment=settings.flip_augment,
@@ -181,12 +184,14 @@ class EmbedderService:
                     checksum=record.sha256,
                     source_package=record.source_package,
                     source_version=record.source_version,
+                    licence=record.licence,
                     dimension=spec.dimension if is_encoder else None,
                     match_threshold=spec.match_threshold if is_encoder else None,
                     providers=self.providers() if is_encoder else detector_providers,
                 )
             )
         return ModelsResponse(
+            detector=self.settings.detector,
             embedding_model=spec.name,
             embedding_dimension=spec.dimension,
             match_threshold=spec.match_threshold,

@@ -14,6 +14,10 @@ from pydantic_settings import SettingsConfigDict
 from facesearch_common.access import DEFAULT_ALLOWED_HOSTS, Hosts, OptionalKey, require_keys_off_loopback
 from facesearch_common.settings import ServiceSettings
 
+# Score cut-offs of the other detectors, whose scores mean something else than O-Net's
+# probability: the field's default is MTCNN's (docs/decisions/embedder.md, "Detectors").
+OTHER_DETECTOR_THRESHOLDS = {"yunet": 0.85, "scrfd": 0.5}
+
 
 class EmbedderSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="EMBEDDER_")
@@ -29,9 +33,14 @@ class EmbedderSettings(ServiceSettings):
     alignment: Literal["five_point", "eyes_nose"] = "five_point"
     # Average the embedding of the chip with that of its mirror image.
     flip_augment: bool = True
-    # POST /faces falls back to these three; 20 px and 0.7 are MTCNN's own, kept for photos.
+    # The face detector (docs/decisions/embedder.md, "Detectors"); yunet and scrfd need
+    # `make models DETECTORS=...`, and scrfd's weights are for non-commercial research only.
+    detector: Literal["mtcnn", "yunet", "scrfd"] = "mtcnn"
+    # POST /faces falls back to these three. 20 px is MTCNN's own; 0.8, not MTCNN's 0.7, is the
+    # O-Net cut-off `make eval`'s detection benchmark chose: no false face on the no-face set, LFW
+    # recall and group counts kept (set 0.7 for MTCNN's published behaviour).
     min_face_size: int = Field(default=20, ge=8, le=4096, description="smallest face to find, in pixels")
-    detection_threshold: float = Field(default=0.7, gt=0, lt=1, description="O-Net face probability cut-off")
+    detection_threshold: float = Field(default=0.8, gt=0, lt=1, description="O-Net face probability cut-off")
     max_faces: int = Field(
         default=100, ge=1, le=1000, description="faces kept per image, most probable first"
     )
@@ -61,6 +70,13 @@ class EmbedderSettings(ServiceSettings):
     # off loopback. Host headers served (against DNS rebinding); `*` serves any.
     api_key: OptionalKey = None
     allowed_hosts: Hosts = Field(default_factory=lambda: list(DEFAULT_ALLOWED_HOSTS))
+
+    @model_validator(mode="after")
+    def _detector_threshold(self) -> Self:
+        """Without EMBEDDER_DETECTION_THRESHOLD, a detector other than MTCNN gets its own cut-off."""
+        if "detection_threshold" not in self.model_fields_set and self.detector in OTHER_DETECTOR_THRESHOLDS:
+            self.detection_threshold = OTHER_DETECTOR_THRESHOLDS[self.detector]
+        return self
 
     @model_validator(mode="after")
     def _key_off_loopback(self) -> Self:

@@ -18,6 +18,8 @@ from typing import IO, Any
 
 import onnx
 
+from embedder_service.build import facenet
+from embedder_service.build.detectors import SOURCES, DetectorSource, SourceError, fetch
 from embedder_service.build.dlib_resnet import (
     INPUT_MEAN,
     INPUT_SCALE,
@@ -35,6 +37,8 @@ DLIB_CHIP_TEMPLATE = [(47.74, 45.37), (101.23, 44.99), (74.34, 79.79), (50.40, 1
 # Cosine cut-off calibrated by `make eval` on LFW View 1 (docs/decisions/embedder.md).
 DLIB_MATCH_THRESHOLD = 0.91
 BUILD_VERSION = "1"
+MTCNN_LICENCE = "MIT (facenet-pytorch)"
+DLIB_LICENCE = "CC0-1.0 (dlib's face recognition ResNet, public domain)"
 
 
 @contextmanager
@@ -47,11 +51,12 @@ def _output(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
 
 
 def _write(
-    model: onnx.ModelProto, path: Path, name: str, task: Task, package: str, source_file: str
+    model: onnx.ModelProto, path: Path, name: str, task: Task, package: str, source_file: str, licence: str
 ) -> ModelRecord:
     with _output(path) as file:
         onnx.save(model, file)
     return ModelRecord(
+        licence=licence,
         name=name,
         task=task,
         file=path.name,
@@ -63,7 +68,28 @@ def _write(
     )
 
 
-def build_all(models_dir: Path) -> Manifest:
+def _copy_detector(source: DetectorSource, local: Path | None, models_dir: Path) -> ModelRecord:
+    data = fetch(source, local)
+    with _output(models_dir / source.file) as file:
+        file.write(data)
+    return ModelRecord(
+        name=source.name,
+        task="detection",
+        file=source.file,
+        sha256=source.sha256,
+        version=BUILD_VERSION,
+        source_package=source.package,
+        source_version=source.version,
+        source_file=source.source_file,
+        licence=source.licence,
+    )
+
+
+def build_all(
+    models_dir: Path, detectors: dict[str, Path | None] | None = None, facenet_checkpoint: bytes | None = None
+) -> Manifest:
+    """MTCNN and dlib's ResNet, and the optional ``detectors``: name -> a local copy of its
+    file (None: downloaded from its publisher); FaceNet too when given its checkpoint's bytes."""
     models_dir.mkdir(parents=True, exist_ok=True)
     records = [
         _write(
@@ -73,6 +99,7 @@ def build_all(models_dir: Path) -> Manifest:
             "detection",
             "facenet-pytorch",
             f"facenet_pytorch/data/{name}.pt",
+            MTCNN_LICENCE,
         )
         for name, model in build_mtcnn_nets(locate_mtcnn_weights()).items()
     ]
@@ -86,6 +113,7 @@ def build_all(models_dir: Path) -> Manifest:
             "recognition",
             "face_recognition_models",
             f"face_recognition_models/models/{dat.name}",
+            DLIB_LICENCE,
         )
     )
     encoder = EncoderSpec(
@@ -99,7 +127,23 @@ def build_all(models_dir: Path) -> Manifest:
         landmark_template=DLIB_CHIP_TEMPLATE,
         match_threshold=DLIB_MATCH_THRESHOLD,
     )
-    manifest = Manifest(models=records, encoders=[encoder])
+    records += [_copy_detector(SOURCES[name], local, models_dir) for name, local in (detectors or {}).items()]
+    encoders = [encoder]
+    if facenet_checkpoint is not None:
+        path = models_dir / f"{facenet.ENCODER_NAME}.onnx"
+        record = _write(
+            facenet.build_facenet(facenet_checkpoint),
+            path,
+            facenet.ENCODER_NAME,
+            "recognition",
+            "facenet-pytorch",
+            facenet.CHECKPOINT_URL,
+            facenet.LICENCE,
+        )
+        # The checkpoint is a release asset, not the installed package's version.
+        records.append(record.model_copy(update={"source_version": facenet.CHECKPOINT_RELEASE}))
+        encoders.append(facenet.encoder_spec(path.name))
+    manifest = Manifest(models=records, encoders=encoders)
     with _output(models_dir / MANIFEST_NAME, "w") as file:
         file.write(manifest.model_dump_json(indent=2) + "\n")
     return manifest
@@ -108,8 +152,42 @@ def build_all(models_dir: Path) -> Manifest:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--models-dir", type=Path, default=Path("models"))
+    parser.add_argument(
+        "--detectors",
+        default="",
+        help=f"optional detectors to add, comma-separated: {', '.join(SOURCES)} (scrfd: non-commercial only)",
+    )
+    for name in SOURCES:
+        parser.add_argument(f"--{name}-file", type=Path, help=f"a local copy of {name}'s file (or archive)")
+    parser.add_argument(
+        "--encoders",
+        default="",
+        help="optional encoders to add beside dlib's: facenet-vggface2 (downloads 107 MiB from GitHub)",
+    )
+    parser.add_argument(
+        "--facenet-file", type=Path, help=f"a local copy of {facenet.CHECKPOINT_URL.rsplit('/', 1)[-1]}"
+    )
     args = parser.parse_args(argv)
-    manifest = build_all(args.models_dir)
+    encoders = {name for name in args.encoders.replace(" ", "").split(",") if name}
+    if encoders - {"facenet-vggface2"}:
+        parser.error(f"unknown encoders {sorted(encoders - {'facenet-vggface2'})}; known: facenet-vggface2")
+    chosen = [name for name in args.detectors.replace(" ", "").split(",") if name]
+    unknown = sorted(set(chosen) - set(SOURCES))
+    if unknown:
+        parser.error(f"unknown detectors {unknown}; known: {', '.join(SOURCES)}")
+    try:
+        checkpoint = None
+        if "facenet-vggface2" in encoders:
+            checkpoint = (
+                facenet.verify_checkpoint(args.facenet_file)
+                if args.facenet_file
+                else facenet.fetch_checkpoint(facenet.default_cache_dir())
+            )
+        manifest = build_all(
+            args.models_dir, {name: getattr(args, f"{name}_file") for name in chosen}, checkpoint
+        )
+    except (SourceError, facenet.CheckpointError) as error:
+        parser.exit(2, f"error: {error}\n")
     for record in manifest.models:
         print(
             f"{record.file:24} sha256 {record.sha256[:16]}…"

@@ -42,6 +42,7 @@ from embedder_service.build.dlib_format import (
     Slot,
     parse_network,
 )
+from embedder_service.build.graphs import checked_model
 
 INPUT_SIZE = 150
 INPUT_MEAN = (122.782, 117.001, 104.298)
@@ -50,9 +51,6 @@ EMBEDDING_DIM = 128
 MODEL_NAME = "dlib_resnet_v1"
 SOURCE_PACKAGE = "face_recognition_models"
 WEIGHTS_FILE = "dlib_face_recognition_resnet_model_v1.dat"
-OPSET = 17
-# IR 8 is what opset 17 was released with; older onnxruntime builds refuse newer IR versions.
-IR_VERSION = 8
 
 # The file does not say where tags and skips go nor which tag an add_prev adds, so the
 # topology is spelled out here, innermost first, after dlib's `anet_type` in
@@ -320,27 +318,18 @@ def build_dlib_resnet(dat_path: Path) -> onnx.ModelProto:
         raise ValueError(f"{dat_path}: the network ends in {writer.shape}, not a {EMBEDDING_DIM}-d fc layer")
     writer.nodes[-1].output[0] = "embedding"
 
-    graph = helper.make_graph(
-        writer.nodes,
+    version = _source_version()
+    return checked_model(
         MODEL_NAME,
+        writer.nodes,
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, INPUT_SIZE, INPUT_SIZE])],
         [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", EMBEDDING_DIM])],
-        initializer=writer.initializers,
-    )
-    version = _source_version()
-    model = helper.make_model(
-        graph,
-        opset_imports=[helper.make_opsetid("", OPSET)],
-        ir_version=IR_VERSION,
-        producer_name="facesearch",
-        doc_string=(
+        writer.initializers,
+        doc=(
             f"dlib face-recognition ResNet from {SOURCE_PACKAGE} {version}; input (pixel - mean_rgb) / 256, "
             f"NCHW RGB {INPUT_SIZE}x{INPUT_SIZE} chips, mean_rgb {INPUT_MEAN}; output raw {EMBEDDING_DIM}-d"
         ),
-    )
-    helper.set_model_props(
-        model,
-        {
+        properties={
             "model_name": MODEL_NAME,
             "source_package": SOURCE_PACKAGE,
             "source_version": version,
@@ -348,5 +337,3 @@ def build_dlib_resnet(dat_path: Path) -> onnx.ModelProto:
             "source_sha256": hashlib.sha256(raw).hexdigest(),
         },
     )
-    onnx.checker.check_model(model, full_check=True)
-    return model

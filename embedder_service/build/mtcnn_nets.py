@@ -33,12 +33,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from embedder_service.build.graphs import checked_model
 from embedder_service.build.torch_pickle import load_state_dict
 
 SOURCE_PACKAGE = "facenet-pytorch"
-OPSET = 17
-# IR 8 is what opset 17 was released with; older onnxruntime builds refuse newer IR versions.
-IR_VERSION = 8
 NET_NAMES = ("pnet", "rnet", "onet")
 
 
@@ -194,29 +192,19 @@ def build_mtcnn_nets(weights_dir: Path) -> dict[str, onnx.ModelProto]:
         writer = _GraphWriter(load_state_dict(raw))
         body, input_shape, outputs = _LAYOUT[name]
         body(writer)
-        graph = helper.make_graph(
-            writer.nodes,
+        model = checked_model(
             f"mtcnn_{name}",
+            writer.nodes,
             [helper.make_tensor_value_info("input", TensorProto.FLOAT, input_shape)],
             [helper.make_tensor_value_info(out, TensorProto.FLOAT, shape) for out, shape in outputs.items()],
-            initializer=writer.initializers,
-        )
-        model = helper.make_model(
-            graph,
-            opset_imports=[helper.make_opsetid("", OPSET)],
-            ir_version=IR_VERSION,
-            producer_name="facesearch",
-            doc_string=f"MTCNN {name} from {SOURCE_PACKAGE} {version}; input NCHW RGB (x - 127.5) / 128",
-        )
-        helper.set_model_props(
-            model,
-            {
+            writer.initializers,
+            doc=f"MTCNN {name} from {SOURCE_PACKAGE} {version}; input NCHW RGB (x - 127.5) / 128",
+            properties={
                 "source_package": SOURCE_PACKAGE,
                 "source_version": version,
                 "source_file": path.name,
                 "source_sha256": hashlib.sha256(raw).hexdigest(),
             },
         )
-        onnx.checker.check_model(model, full_check=True)
         models[name] = model
     return models

@@ -42,7 +42,7 @@ class Detection:
     landmarks: np.ndarray  # (5, 2) x, y: left eye (image left), right eye, nose, mouth left, mouth right
 
 
-def _as_rgb(image: np.ndarray) -> np.ndarray:
+def as_rgb(image: np.ndarray) -> np.ndarray:
     if image.dtype != np.uint8:
         raise TypeError(f"expected a uint8 image, got {image.dtype}")
     if image.ndim == 2:
@@ -250,6 +250,8 @@ def _regress(boxes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 class MtcnnDetector:
     """Finds faces, with 5 landmarks each, in RGB photos, as facenet-pytorch's MTCNN does."""
 
+    smallest_face = PNET_CELL
+
     def __init__(self, models_dir: Path, providers: Sequence[str], intra_op_threads: int = 0) -> None:
         # Input sizes follow the photo (P-Net) and its count of candidates (R-, O-Net): no arena,
         # which would keep the largest run's memory for good.
@@ -266,11 +268,16 @@ class MtcnnDetector:
         self,
         image: np.ndarray,  # HxWx3 uint8 RGB (grey HxW or HxWx1 and RGBA are accepted too)
         min_face_size: int = REFERENCE_MIN_FACE_SIZE,
-        thresholds: tuple[float, float, float] = REFERENCE_THRESHOLDS,
+        threshold: float = REFERENCE_THRESHOLDS[2],
         max_faces: int | None = None,
     ) -> list[Detection]:
-        """Faces sorted by score, highest first; at most ``max_faces`` of them when given."""
-        rgb = _as_rgb(image)
+        """Faces sorted by score, highest first; at most ``max_faces`` of them when given.
+
+        ``threshold`` gates O-Net, whose probability is the score reported; P- and R-Net keep
+        MTCNN's published cut-offs.
+        """
+        thresholds = (REFERENCE_THRESHOLDS[0], REFERENCE_THRESHOLDS[1], threshold)
+        rgb = as_rgb(image)
         height, width = rgb.shape[:2]
         scales = _pyramid_scales(height, width, min_face_size)
         if not scales:

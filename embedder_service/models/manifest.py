@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from embedder_service.models.encoder import EncoderSpec
 
@@ -27,6 +27,7 @@ class ModelRecord(BaseModel):
     source_package: str
     source_version: str
     source_file: str
+    licence: str = Field(description="the weights' licence, as their publisher states it")
 
 
 class Manifest(BaseModel):
@@ -42,6 +43,9 @@ class Manifest(BaseModel):
 
     def record(self, file: str) -> ModelRecord:
         return next(model for model in self.models if model.file == file)
+
+    def named(self, name: str) -> ModelRecord | None:
+        return next((model for model in self.models if model.name == name), None)
 
 
 def sha256_of(path: Path) -> str:

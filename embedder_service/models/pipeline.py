@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from embedder_service.models.aligner import FaceAligner
-from embedder_service.models.detector import PNET_CELL, REFERENCE_THRESHOLDS, Detection
+from embedder_service.models.detector import Detection
 from embedder_service.models.encoder import FaceEncoder
 from embedder_service.telemetry import DOWNSCALED_DETECTIONS, MODEL_SECONDS
 
@@ -22,38 +22,42 @@ class DetectionOptions:
     """One request's detection parameters; the service fills them from its settings."""
 
     min_face_size: int
-    threshold: float  # O-Net face probability cut-off
+    threshold: float  # the detector's score cut-off
     max_faces: int | None = None  # None: every face found
 
 
 class FaceDetector(Protocol):
-    """What the pipeline needs of a detector: :class:`MtcnnDetector`, or a test's stand-in."""
+    """What the pipeline needs of a detector: any of ``models/detectors.py``, or a test's stand-in.
+
+    ``smallest_face`` is the side, in the pixels it sees, of the smallest face it can find.
+    """
+
+    @property
+    def smallest_face(self) -> int: ...
 
     @property
     def providers_in_use(self) -> list[str]: ...
 
     def detect(
-        self,
-        image: np.ndarray,
-        min_face_size: int,
-        thresholds: tuple[float, float, float],
-        max_faces: int | None = None,
+        self, image: np.ndarray, min_face_size: int, threshold: float, max_faces: int | None = None
     ) -> list[Detection]: ...
 
 
 @dataclass(frozen=True)
 class DetectionInput:
     """The pixels detection runs on for one photo (the photo itself or a smaller copy), the
-    smallest face to find in them, and the photo's (height, width)."""
+    smallest face to find in them, the photo's (height, width), and the detector's smallest face."""
 
     pixels: np.ndarray
     min_face_size: int
     photo_size: tuple[int, int]
+    smallest_face: int
 
     @property
     def work(self) -> int:
-        """Pixels of P-Net's first, largest pyramid level: what the detection costs, roughly."""
-        scale = PNET_CELL / self.min_face_size
+        """Pixels of the input scaled so that ``min_face_size`` becomes the detector's smallest
+        face (MTCNN's first, largest pyramid level): what the detection costs, roughly."""
+        scale = self.smallest_face / self.min_face_size
         height, width = self.pixels.shape[:2]
         return int(height * scale + 1) * int(width * scale + 1)
 
@@ -91,32 +95,34 @@ class FacePipeline:
 
         A photo longer than ``detect_max_side`` is detected on a copy area-resized to that
         length: MTCNN's cost and memory follow the pixels it sees. ``min_face_size`` stays
-        in the photo's pixels, except that it never falls under P-Net's 12 px window in the
-        copy, since that would upsample the copy back: on a copy ``factor`` times the photo's
-        size, the smallest face found is max(min_face_size, 12 / factor) photo pixels.
+        in the photo's pixels, except that it never falls under the detector's smallest face
+        in the copy (P-Net's 12 px window), since that would upsample the copy back: on a copy
+        ``factor`` times the photo's size, the smallest face found is
+        max(min_face_size, smallest_face / factor) photo pixels.
         """
         height, width = image.shape[:2]
         longest = max(height, width)
+        smallest = self.detector.smallest_face
         if self.detect_max_side is None or longest <= self.detect_max_side:
-            return DetectionInput(image, options.min_face_size, (height, width))
+            return DetectionInput(image, options.min_face_size, (height, width), smallest)
         factor = self.detect_max_side / longest
         size = (max(1, round(width * factor)), max(1, round(height * factor)))
         copy = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
         DOWNSCALED_DETECTIONS.inc()
-        return DetectionInput(copy, max(PNET_CELL, round(options.min_face_size * factor)), (height, width))
+        return DetectionInput(
+            copy, max(smallest, round(options.min_face_size * factor)), (height, width), smallest
+        )
 
     def detect_input(self, prepared: DetectionInput, options: DetectionOptions) -> list[Detection]:
         """Runs the detector on what :meth:`detection_input` prepared; boxes in the photo's pixels."""
         started = time.perf_counter()
-        # P- and R-Net keep MTCNN's published thresholds; the caller's threshold gates O-Net,
-        # whose probability is the score we report.
         detections = self.detector.detect(
             prepared.pixels,
             min_face_size=prepared.min_face_size,
-            thresholds=(REFERENCE_THRESHOLDS[0], REFERENCE_THRESHOLDS[1], options.threshold),
+            threshold=options.threshold,
             max_faces=options.max_faces,
         )
-        MODEL_SECONDS.labels("mtcnn").observe(time.perf_counter() - started)
+        MODEL_SECONDS.labels("detector").observe(time.perf_counter() - started)
         (height, width), (seen_height, seen_width) = prepared.photo_size, prepared.pixels.shape[:2]
         if (height, width) == (seen_height, seen_width):
             return detections

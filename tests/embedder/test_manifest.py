@@ -75,3 +75,22 @@ def test_a_manifest_that_is_not_json_is_refused_with_what_to_do(tmp_path: Path) 
     (tmp_path / MANIFEST_NAME).write_text('{"models": [')
     with pytest.raises(ManifestError, match=r"is invalid \(file: Invalid JSON.*\): rerun `make models`"):
         load_manifest(tmp_path)
+
+
+def test_every_model_states_its_licence(built: Path) -> None:
+    licences = {record.name: record.licence for record in load_manifest(built).models}
+    assert licences == {
+        "mtcnn_pnet": "MIT (facenet-pytorch)",
+        "mtcnn_rnet": "MIT (facenet-pytorch)",
+        "mtcnn_onet": "MIT (facenet-pytorch)",
+        "dlib_resnet_v1": "CC0-1.0 (dlib's face recognition ResNet, public domain)",
+    }
+
+
+def test_a_manifest_without_licences_is_refused_with_what_to_do(built: Path, tmp_path: Path) -> None:
+    manifest = json.loads((built / MANIFEST_NAME).read_text())
+    for record in manifest["models"]:
+        del record["licence"]
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps(manifest))
+    with pytest.raises(ManifestError, match=r"older `make models` \(it lacks licence\): rerun `make models`"):
+        load_manifest(tmp_path)

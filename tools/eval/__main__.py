@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import sys
 from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 from embedder_service.settings import EmbedderSettings
 from facesearch_common.logging import configure_logging
 from tools.bench.timing import evenly_spaced
+from tools.eval import detection
+from tools.eval.augment import JitterEmbedder
 from tools.eval.embedding import (
     ALL_VARIANTS,
     OurPipeline,
@@ -35,11 +39,34 @@ from tools.eval.runner import NO_RERANK, PipelineResult, evaluate
 SHARED = Path("..") / "shared" / "data"
 # Parameters chosen on half of LFW dev's identities (the rerank module says why these).
 RERANKERS: tuple[Reranker, ...] = (QueryExpansion(), KReciprocal())
+QUICK_LFW = 300
+
+
+def detection_section(args: argparse.Namespace, settings: EmbedderSettings) -> tuple[str, dict[str, Any]]:
+    """The detection benchmark's markdown and JSON; nothing when no detector is chosen."""
+    if not args.detectors:
+        return "", {}
+    sets, results = detection.run(
+        args.detectors, settings, SHARED, QUICK_LFW if args.quick else None, args.wider_dir
+    )
+    table = detection.markdown(results, sets)
+    print(table, file=sys.stderr)
+    return f"\n## Detection\n\n{table}", {"detection": detection.to_json(results)}
 
 
 def _env_path(name: str, default: Path | None = None) -> Path | None:
     value = os.environ.get(name)
     return Path(value) if value else default
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "platform": platform.platform(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        # Timings on a shared machine are only as good as its load: keep it with them.
+        "load_average_1m": round(os.getloadavg()[0], 2),
+    }
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -75,6 +102,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--no-peer", action="store_true", help="skip the face_recognition pipeline")
     parser.add_argument(
+        "--jitters",
+        nargs="*",
+        type=int,
+        default=[],
+        metavar="N",
+        help="also our default alignment with dlib's jitter test-time augmentation, N copies per face",
+    )
+    parser.add_argument(
         "--limit", type=int, help="at most N pairs per fold and N gallery photos (quick runs)"
     )
     parser.add_argument("--out", type=Path, default=Path("reports"))
@@ -83,6 +118,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--timing-photos", type=int, default=50, help="photos timed per pipeline (0: no timing)"
     )
     parser.add_argument("--far", type=float, default=1e-3, help="false accept rate for TAR@FAR")
+    parser.add_argument(
+        "--detectors",
+        nargs="*",
+        type=detection.DetectorChoice.parse,
+        default=list(detection.DEFAULT_CHOICES),
+        metavar="NAME[@THRESHOLD]",
+        help="detectors to benchmark; none skips the detection section (default: MTCNN at 0.7 "
+        "and at the service's default, YuNet, SCRFD)",
+    )
+    parser.add_argument(
+        "--wider-dir", type=Path, default=_env_path("WIDER_DIR"), help="a WIDER FACE layout to add"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help=f"detection on {QUICK_LFW} photos of each LFW folder"
+    )
+    parser.add_argument("--detection-only", action="store_true", help="the detection section alone")
     return parser.parse_args(argv)
 
 
@@ -115,6 +166,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     # Service logs go to stderr, so stdout holds only the tables and the key=value line.
     configure_logging("WARNING", json_output=False)
+    if args.detection_only:
+        table, found = detection_section(args, EmbedderSettings())
+        args.out.mkdir(parents=True, exist_ok=True)
+        header = {
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "machine": machine(),
+        }
+        (args.out / "eval.json").write_text(json.dumps(header | found, indent=2) + "\n")
+        (args.out / "eval.md").write_text(table)
+        print(f"wrote {args.out}/eval.json and eval.md (detection only)", file=sys.stderr)
+        return 0
     splits, protocol = load_splits(args)
     gallery_dir = args.gallery or args.lfw_dir
     gallery = [(gallery_dir / path, identity) for path, identity in lfw_gallery(gallery_dir, args.limit)]
@@ -135,6 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     settings = EmbedderSettings()
     embedders = load_embedders(args.variants, settings, with_peer=not args.no_peer)
+    if args.jitters:
+        embedders.append(("jitter", JitterEmbedder(args.jitters, settings)))
     if not embedders:
         print("nothing to evaluate: no variants and no peer", file=sys.stderr)
         return 2
@@ -166,21 +230,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "pairs": [str(p) for p in ([args.pairs] if args.pairs else [args.pairs_train, args.pairs_test])],
         "gallery": str(gallery_dir),
         "limit": args.limit,
-        "machine": {
-            "platform": platform.platform(),
-            "cores": os.cpu_count(),
-            "python": platform.python_version(),
-            # Timings on a shared machine are only as good as its load: keep it with them.
-            "load_average_1m": round(os.getloadavg()[0], 2),
-        },
+        "machine": machine(),
         "onnxruntime": version("onnxruntime"),
         "model_checksums": {label: embedder.cache_tag() for label, embedder in embedders},
         "default_variant": default.name,
         "timing_photos": max(0, len(timing) - 2),
     }
+    detection_table, detection_json = detection_section(args, settings)
     args.out.mkdir(parents=True, exist_ok=True)
-    write_json(results, metadata, args.out / "eval.json")
-    (args.out / "eval.md").write_text(markdown(results, protocol, args.far))
+    write_json(results, metadata | detection_json, args.out / "eval.json")
+    (args.out / "eval.md").write_text(markdown(results, protocol, args.far) + detection_table)
     plot_roc(results, args.out / "eval_roc.png", args.far)
     if gallery:
         plot_retrieval(results, args.out / "eval_retrieval.png")

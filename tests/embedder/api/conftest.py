@@ -41,13 +41,15 @@ LANDMARKS = np.array([[0.3, 0.35], [0.7, 0.35], [0.5, 0.55], [0.35, 0.75], [0.65
 # The faces the stand-in detector sees, left to right along the top of an image: (side, score).
 # Each is found only where it fits in the image, is at least min_face_size and scores above
 # the O-Net threshold, so the options' effects show in the answer.
-FACES = [(16, 0.99), (40, 0.95), (40, 0.75), (40, 0.6)]
+FACES = [(16, 0.99), (40, 0.95), (40, 0.85), (40, 0.6)]
 GAP = 4
 FACE_ROW_WIDTH = GAP + sum(side + GAP for side, _ in FACES)  # an image this wide shows them all
 
 
 class FakeDetector:
-    """MTCNN's interface without its models: finds the faces of :data:`FACES` that pass."""
+    """A detector's interface without its models: finds the faces of :data:`FACES` that pass."""
+
+    smallest_face = 12
 
     @property
     def providers_in_use(self) -> list[str]:
@@ -57,7 +59,7 @@ class FakeDetector:
         self,
         image: np.ndarray,
         min_face_size: int,
-        thresholds: tuple[float, float, float],
+        threshold: float,
         max_faces: int | None = None,
     ) -> list[Detection]:
         height, width = image.shape[:2]
@@ -65,7 +67,7 @@ class FakeDetector:
         left = GAP
         for side, score in FACES:
             box = np.array([left, GAP, left + side, GAP + side], dtype=np.float64)
-            if box[2] <= width and box[3] <= height and side >= min_face_size and score > thresholds[2]:
+            if box[2] <= width and box[3] <= height and side >= min_face_size and score > threshold:
                 found.append(Detection(box=box, score=score, landmarks=box[:2] + LANDMARKS * side))
             left += side + GAP
         found.sort(key=lambda face: -face.score)
@@ -116,6 +118,7 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Manifes
                 "source_package": "tests",
                 "source_version": "0",
                 "source_file": "tests/embedder/api/conftest.py",
+                "licence": "test data",
             }
         )
 

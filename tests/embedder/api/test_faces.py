@@ -47,7 +47,7 @@ def test_several_images_answer_one_entry_each_in_upload_order(client: TestClient
     images = response.json()["images"]
     sizes = [(image["width"], image["height"]) for image in images]
     assert sizes == [(FACE_ROW_WIDTH, 64), (20, 20), (48, 48), (FACE_ROW_WIDTH, 64)]
-    assert scores(response) == [[0.95, 0.75], [], [], [0.95, 0.75]]
+    assert scores(response) == [[0.95, 0.85], [], [], [0.95, 0.85]]
     # The same photo embeds the same wherever it comes in the batch.
     np.testing.assert_allclose(
         [face["embedding"] for face in images[0]["faces"]],
@@ -69,16 +69,16 @@ def test_images_come_in_the_repeated_image_field(client: TestClient) -> None:
 
 
 def test_options_default_to_the_settings(client: TestClient) -> None:
-    # The service's defaults: faces from 20 px up, O-Net probability over 0.7.
-    assert scores(post(client, ("a.jpg", photo()))) == [[0.95, 0.75]]
+    # The service's defaults: faces from 20 px up, O-Net probability over 0.8.
+    assert scores(post(client, ("a.jpg", photo()))) == [[0.95, 0.85]]
 
 
 @pytest.mark.parametrize(
     ("environment", "expected"),
     [
-        ({"EMBEDDER_MIN_FACE_SIZE": "12"}, [0.99, 0.95, 0.75]),
+        ({"EMBEDDER_MIN_FACE_SIZE": "12"}, [0.99, 0.95, 0.85]),
         ({"EMBEDDER_DETECTION_THRESHOLD": "0.9"}, [0.95]),
-        ({"EMBEDDER_DETECTION_THRESHOLD": "0.5"}, [0.95, 0.75, 0.6]),
+        ({"EMBEDDER_DETECTION_THRESHOLD": "0.5"}, [0.95, 0.85, 0.6]),
         ({"EMBEDDER_MAX_FACES": "1"}, [0.95]),
     ],
 )
@@ -97,8 +97,8 @@ def test_settings_from_the_environment_reach_the_detector(
     ("params", "expected"),
     [
         ({"min_face_size": 30}, [0.95]),
-        ({"min_face_size": 12, "threshold": 0.5}, [0.99, 0.95, 0.75]),  # at most 3: the setting
-        ({"min_face_size": 12, "threshold": 0.5, "max_faces": 4}, [0.99, 0.95, 0.75, 0.6]),
+        ({"min_face_size": 12, "threshold": 0.5}, [0.99, 0.95, 0.85]),  # at most 3: the setting
+        ({"min_face_size": 12, "threshold": 0.5, "max_faces": 4}, [0.99, 0.95, 0.85, 0.6]),
         ({"threshold": 0.96}, [0.99]),
         ({"max_faces": 1}, [0.99]),
     ],
