@@ -71,12 +71,12 @@ class ApiKeyMiddleware:
         self,
         app: ASGIApp,
         keys: Sequence[ApiKey],
-        open_paths: Collection[str | None],
+        open_paths: Collection[str],
         open_prefixes: Collection[str] = (),
     ) -> None:
         self.app = app
         self.keys = list(keys)
-        self.open_paths = frozenset(path for path in open_paths if path)
+        self.open_paths = frozenset(open_paths)
         self.open_prefixes = tuple(open_prefixes)
 
     def _open(self, path: str) -> bool:

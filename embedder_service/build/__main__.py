@@ -51,8 +51,16 @@ def _output(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
 
 
 def _write(
-    model: onnx.ModelProto, path: Path, name: str, task: Task, package: str, source_file: str, licence: str
+    model: onnx.ModelProto,
+    path: Path,
+    name: str,
+    task: Task,
+    package: str,
+    source_file: str,
+    licence: str,
+    source_version: str | None = None,
 ) -> ModelRecord:
+    """``source_version``: the installed ``package``'s version unless given."""
     with _output(path) as file:
         onnx.save(model, file)
     return ModelRecord(
@@ -63,7 +71,7 @@ def _write(
         sha256=sha256_of(path),
         version=BUILD_VERSION,
         source_package=package,
-        source_version=version(package),
+        source_version=version(package) if source_version is None else source_version,
         source_file=source_file,
     )
 
@@ -131,17 +139,19 @@ def build_all(
     encoders = [encoder]
     if facenet_checkpoint is not None:
         path = models_dir / f"{facenet.ENCODER_NAME}.onnx"
-        record = _write(
-            facenet.build_facenet(facenet_checkpoint),
-            path,
-            facenet.ENCODER_NAME,
-            "recognition",
-            "facenet-pytorch",
-            facenet.CHECKPOINT_URL,
-            facenet.LICENCE,
+        records.append(
+            _write(
+                facenet.build_facenet(facenet_checkpoint),
+                path,
+                facenet.ENCODER_NAME,
+                "recognition",
+                "facenet-pytorch",
+                facenet.CHECKPOINT_URL,
+                facenet.LICENCE,
+                # The checkpoint is a release asset, not the installed package's version.
+                source_version=facenet.CHECKPOINT_RELEASE,
+            )
         )
-        # The checkpoint is a release asset, not the installed package's version.
-        records.append(record.model_copy(update={"source_version": facenet.CHECKPOINT_RELEASE}))
         encoders.append(facenet.encoder_spec(path.name))
     manifest = Manifest(models=records, encoders=encoders)
     with _output(models_dir / MANIFEST_NAME, "w") as file:

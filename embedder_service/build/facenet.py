@@ -178,13 +178,11 @@ class _Writer:
         self, x: str, branches: list[str], prefix: str, channels: tuple[int, int], scale: float
     ) -> str:
         """Concat the branches, 1x1 conv (with ``scale`` folded in), add the block's input."""
-        self.nodes.append(
-            helper.make_node("Concat", branches, [f"{prefix}.cat"], name=f"{prefix}.cat", axis=1)
-        )
+        cat = self.concat(branches, f"{prefix}.cat")
         cin, cout = channels
         w = self.take(f"{prefix}.conv2d.weight", (cout, cin, 1, 1))
         b = self.take(f"{prefix}.conv2d.bias", (cout,))
-        up = self._conv(f"{prefix}.cat", f"{prefix}.conv2d", w * scale, b * scale, 1, (0, 0))
+        up = self._conv(cat, f"{prefix}.conv2d", w * scale, b * scale, 1, (0, 0))
         self.nodes.append(helper.make_node("Add", [up, x], [f"{prefix}.add"], name=f"{prefix}.add"))
         return f"{prefix}.add"
 
@@ -295,7 +293,7 @@ def encoder_spec(file: str) -> EncoderSpec:
     )
 
 
-def build_facenet(raw: bytes, source_sha256: str | None = None) -> onnx.ModelProto:
+def build_facenet(raw: bytes) -> onnx.ModelProto:
     """The ONNX graph of a facenet-pytorch ``InceptionResnetV1`` state dict (legacy or zip format).
 
     Keys the embedding does not use (``logits.*``, the classifier of the training identities, and
@@ -320,6 +318,6 @@ def build_facenet(raw: bytes, source_sha256: str | None = None) -> onnx.ModelPro
         ),
         properties={
             "source_url": CHECKPOINT_URL,
-            "source_sha256": source_sha256 or hashlib.sha256(raw).hexdigest(),
+            "source_sha256": hashlib.sha256(raw).hexdigest(),
         },
     )

@@ -9,8 +9,6 @@ held to the floor; writes that still meet a full disk are refused by storage (al
 
 from __future__ import annotations
 
-from collections.abc import Collection
-
 import structlog
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
@@ -25,12 +23,11 @@ UPLOAD_PATHS = frozenset({"/images", "/videos"})
 
 
 class DiskGuardMiddleware:
-    def __init__(self, app: ASGIApp, paths: Collection[str] = UPLOAD_PATHS) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.paths = frozenset(paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.paths:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in UPLOAD_PATHS:
             await self.app(scope, receive, send)
             return
         services: Services = scope["app"].state.services

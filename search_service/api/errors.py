@@ -83,22 +83,22 @@ async def _service_error(_: Request, error: Exception) -> JSONResponse:
 MAX_ECHOED_CHARS = 256
 
 
+def _shortened(text: str) -> str:
+    if len(text) <= MAX_ECHOED_CHARS:
+        return text
+    return f"{text[:MAX_ECHOED_CHARS]}... ({len(text)} characters)"
+
+
 def _echo(value: Any) -> Any:
     """``value`` as a 422 may echo it: JSON-safe (no NaN, no undecodable bytes) and short."""
     if isinstance(value, str):
-        return (
-            value
-            if len(value) <= MAX_ECHOED_CHARS
-            else f"{value[:MAX_ECHOED_CHARS]}... ({len(value)} characters)"
-        )
+        return _shortened(value)
     try:
         encoded = jsonable_encoder(value)
         text = json.dumps(encoded, allow_nan=False)
     except (TypeError, ValueError):  # NaN or Infinity, bytes that are no UTF-8
         encoded = text = repr(value)
-    if len(text) <= MAX_ECHOED_CHARS:
-        return encoded
-    return f"{text[:MAX_ECHOED_CHARS]}... ({len(text)} characters)"
+    return encoded if len(text) <= MAX_ECHOED_CHARS else _shortened(text)
 
 
 async def _invalid_request(_: Request, error: Exception) -> JSONResponse:

@@ -112,10 +112,7 @@ async def list_images(
         after=after,
         limit=limit,
     )
-    return ImageList(
-        images=[presenters.image(record) for record in records],
-        next_after=records[-1].id if len(records) == limit else None,
-    )
+    return presenters.image_list(records, limit)
 
 
 @router.get(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from dataclasses import asdict
 
 from search_service.api.errors import status_of
@@ -15,6 +16,7 @@ from search_service.api.schemas import (
     Health,
     Hit,
     Image,
+    ImageList,
     IndexStatus,
     IngestedImage,
     Job,
@@ -26,6 +28,7 @@ from search_service.api.schemas import (
     UploadError,
     Video,
     VideoAccepted,
+    VideoList,
     VideoPerson,
     VideoTrack,
 )
@@ -193,10 +196,21 @@ def job(record: JobRecord) -> Job:
     return Job.model_validate(record)
 
 
+def _next_after(records: Sequence[ImageRecord | VideoRecord | JobRecord], limit: int) -> int | None:
+    """The ``after`` of the next page: the last id, when this page is full."""
+    return records[-1].id if len(records) == limit else None
+
+
+def image_list(records: list[ImageRecord], limit: int) -> ImageList:
+    return ImageList(images=[image(record) for record in records], next_after=_next_after(records, limit))
+
+
+def video_list(records: list[VideoRecord], limit: int) -> VideoList:
+    return VideoList(videos=[video(record) for record in records], next_after=_next_after(records, limit))
+
+
 def job_list(records: list[JobRecord], limit: int) -> JobList:
-    return JobList(
-        jobs=[job(record) for record in records], next_after=records[-1].id if len(records) == limit else None
-    )
+    return JobList(jobs=[job(record) for record in records], next_after=_next_after(records, limit))
 
 
 def collections(stats: list[CollectionStats]) -> CollectionList:

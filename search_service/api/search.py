@@ -121,9 +121,7 @@ async def search(
         if staged is None:
             if params.face_id is None:
                 raise missing_file(file_fields)
-            result = await services.search.search_face(
-                params.face_id, query, access.collections, services.embedder.status
-            )
+            result = await services.search.search_face(params.face_id, query, access.collections)
         elif params.face_id is not None:
             raise invalid_parameter(
                 ("body", "face_id"), f"send either `{field}` or `face_id`, not both", params.face_id

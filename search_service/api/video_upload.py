@@ -169,28 +169,13 @@ async def receive_upload(
     staging: Callable[[], IO[bytes]],
     max_bytes: int,
 ) -> tuple[StagedFile, Form]:
-    """Stream a multipart body: the ``file_field`` part into a new ``staging()`` file (at most
-    ``max_bytes``, else 413), the other fields into ``form_model`` (invalid: 422)."""
-    _, staged, form = await receive_one_of(
-        request, file_fields={file_field: max_bytes}, form_model=form_model, staging=staging
-    )
+    """Stream a multipart body that carries exactly one file, as ``file_field``: the file into a new
+    ``staging()`` file (at most ``max_bytes``, else 413), the other fields into ``form_model``
+    (invalid: 422). No file or more than one is a 422. The caller owns the staging file afterwards:
+    on any failure here it is already removed."""
+    _, staged, form = await _receive(request, {file_field: max_bytes}, form_model, staging, required=True)
+    assert staged is not None  # required: a body without one was refused
     return staged, form
-
-
-async def receive_one_of(
-    request: Request,
-    *,
-    file_fields: Mapping[str, int],
-    form_model: type[Form],
-    staging: Callable[[], IO[bytes]],
-) -> tuple[str, StagedFile, Form]:
-    """Stream a multipart body that carries exactly one file, as one of ``file_fields`` (name: its
-    limit in bytes, over which 413): the file into a new ``staging()`` file, the other fields into
-    ``form_model`` (invalid: 422). No file or more than one is a 422. Returns the file's field name.
-    The caller owns the staging file afterwards: on any failure here it is already removed."""
-    field, staged, form = await _receive(request, file_fields, form_model, staging, required=True)
-    assert field is not None and staged is not None  # required: a body without one was refused
-    return field, staged, form
 
 
 async def receive_at_most_one(
@@ -200,8 +185,12 @@ async def receive_at_most_one(
     form_model: type[Form],
     staging: Callable[[], IO[bytes]],
 ) -> tuple[str | None, StagedFile | None, Form]:
-    """As :func:`receive_one_of`, except that a body of form fields only is no error: then no file
-    comes back, and no staging file is left (``POST /search`` with a stored face's ``face_id``)."""
+    """Stream a multipart body that carries at most one file, as one of ``file_fields`` (name: its
+    limit in bytes, over which 413): the file into a new ``staging()`` file, the other fields into
+    ``form_model`` (invalid: 422); more than one file is a 422. Returns the file's field name. A body
+    of form fields only is no error: then no file comes back, and no staging file is left
+    (``POST /search`` with a stored face's ``face_id``). The caller owns the staging file afterwards:
+    on any failure here it is already removed."""
     return await _receive(request, file_fields, form_model, staging, required=False)
 
 

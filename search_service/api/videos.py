@@ -99,10 +99,7 @@ async def list_videos(
     records = await services.videos.find(
         collection=access.filter_collection(collection), external_id=external_id, after=after, limit=limit
     )
-    return VideoList(
-        videos=[presenters.video(record) for record in records],
-        next_after=records[-1].id if len(records) == limit else None,
-    )
+    return presenters.video_list(records, limit)
 
 
 @router.get(

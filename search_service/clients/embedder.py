@@ -153,7 +153,6 @@ class EmbedderClient:
     def __init__(
         self, settings: EmbedderClientSettings, transport: httpx.AsyncBaseTransport | None = None
     ) -> None:
-        self.url = settings.url
         self._settings = settings
         self._client = httpx.AsyncClient(
             base_url=settings.url,
@@ -317,7 +316,7 @@ class EmbedderClient:
             return await self._breaker.call(self._send(method, path, **kwargs))
         except CircuitOpenError as error:
             EMBEDDER_ATTEMPTS.labels("circuit_open").inc()
-            log.warning("embedder circuit open", url=self.url, problem=str(error))
+            log.warning("embedder circuit open", url=self._settings.url, problem=str(error))
             raise EmbedderUnavailableError(
                 f"the embedder is unavailable (it fails its health checks; last: {error})"
             ) from error
@@ -360,7 +359,7 @@ class EmbedderClient:
         except (httpx.TransportError, _Transient) as error:
             problem = _problem(error)
             # The address is for the operator's log; clients are not told the internal network.
-            log.warning("embedder unavailable", url=self.url, attempts=attempts, problem=problem)
+            log.warning("embedder unavailable", url=self._settings.url, attempts=attempts, problem=problem)
             raise EmbedderUnavailableError(
                 f"the embedder is unavailable ({attempts} attempt{'s' * (attempts > 1)}; last: {problem})"
             ) from error

@@ -7,6 +7,8 @@ conformance suite in ``tests/search/index/conformance.py``; ``registry.py`` name
 
 from __future__ import annotations
 
+import hashlib
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +47,25 @@ class FaceSource(Protocol):
     def face_batches(self, batch_size: int = 10_000) -> Iterator[FaceBatch]:
         """Every stored face, in ascending face id."""
         ...
+
+
+class IndexMismatch(RuntimeError):
+    """A server-side index (collection) under the configured name cannot serve this store as it is."""
+
+
+@dataclass(frozen=True)
+class IndexState:
+    """What an existing server-side index (collection) says about itself."""
+
+    dimension: int
+    store_id: str | None
+    fingerprint: str | None
+
+
+def layout_fingerprint(layout: object) -> str:
+    """A short, stable hash of a JSON-able layout (the format version and what the backend creates)."""
+    text = json.dumps(layout, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def checked_queries(vectors: np.ndarray, k: int, *, max_k: int | None, dimension: int | None) -> np.ndarray:

@@ -48,7 +48,13 @@ class Services:
             embedder=embedder,
             images=ImagesService(storage.images, index, detector),
             search=SearchService(
-                storage.faces, index, detector, settings.match_threshold, frames, settings.video
+                storage.faces,
+                index,
+                detector,
+                settings.match_threshold,
+                frames,
+                settings.video,
+                embedder.status,
             ),
             videos=videos,
         )

@@ -189,6 +189,7 @@ class SearchService:
         threshold: float | None,
         frames: FrameEmbedder,
         video: VideoSettings,
+        embedder_status: Callable[[], Awaitable[EmbedderStatus]],
     ) -> None:
         self._faces = faces
         self._index = index
@@ -196,6 +197,8 @@ class SearchService:
         self._threshold = threshold  # None: the embedding model's own
         self._frames = frames
         self._video = video
+        # The embedder's model as its health probe last saw it (GET /healthz reports the same).
+        self._embedder_status = embedder_status
         self._clip_slots = asyncio.Semaphore(video.max_concurrent_queries)
         # Set to stop a clip analysis: its client went away, or the service is stopping.
         self._clip_stops: set[threading.Event] = set()
@@ -274,7 +277,6 @@ class SearchService:
         face_id: int,
         query: SearchQuery,
         collections: Collection[str] | None,
-        embedder_status: Callable[[], Awaitable[EmbedderStatus]],
     ) -> SearchResult:
         """Search with a stored face's vector, as with a photo's face; the face itself (for a video,
         its whole person) is left out of the hits. No embedder is needed, except to learn the match
@@ -287,7 +289,7 @@ class SearchService:
             raise NotFoundError(f"no face with id {face_id}")
         model_threshold = None
         if query.threshold is None and self._threshold is None:
-            model_threshold = await _model_threshold(embedder_status, stored.vector.size)
+            model_threshold = await _model_threshold(self._embedder_status, stored.vector.size)
         threshold = self._threshold_for(query, model_threshold)
         [hits] = await asyncio.to_thread(
             self._rank, [stored.vector[np.newaxis]], query, threshold, stored.own_face_ids

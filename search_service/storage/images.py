@@ -12,7 +12,14 @@ from search_service.domain import DetectedFace, FaceBatch, FaceRecord, ImageReco
 from search_service.storage.blobs import BlobStore
 from search_service.storage.database import IN_LIST, Database, as_list, now
 from search_service.storage.faults import FaultHook
-from search_service.storage.media import MEDIA_FIELDS, MediaRepository, box_of, face_batch, media_fields
+from search_service.storage.media import (
+    MEDIA_FIELDS,
+    MediaRepository,
+    box_of,
+    face_batch,
+    find_media,
+    media_fields,
+)
 
 _COLUMNS = ", ".join((*MEDIA_FIELDS, "metadata"))
 
@@ -57,12 +64,11 @@ class ImageRepository(MediaRepository[ImageRecord]):
                     self._blobs.put(image.upload.sha256, image.upload.data)
                 with self._database.transaction() as db:
                     for image in images:
-                        existing = db.execute(
-                            "SELECT id FROM media WHERE kind = 'image' AND collection = ? AND sha256 = ?",
-                            (image.collection, image.upload.sha256),
-                        ).fetchone()
-                        if existing is not None:
-                            [record] = _records(db, self._rows(db, existing["id"]))
+                        existing = find_media(
+                            db, "image", _COLUMNS, sha256=[image.upload.sha256], collection=image.collection
+                        )
+                        if existing:
+                            [record] = _records(db, existing)
                             results.append(StoredImage(record, duplicate=True))
                             continue
                         media_id = self._insert(db, image)

@@ -91,17 +91,16 @@ export function setUpLibrary({ searchFace, afterDelete }) {
         count === 1
           ? el("button", { type: "button", onclick: () => searchFace(image.faces[0].id) }, "Search")
           : el("span", { class: "hint" }, count ? "choose a face to search" : "no face"),
-        el(
-          "button",
-          {
-            type: "button",
-            class: "danger",
-            "aria-label": `Delete ${name}`,
-            onclick: () => deleteItem("images", image.id, name),
-          },
-          "Delete",
-        ),
+        deleteButton("images", image.id, name),
       ),
+    );
+  }
+
+  function deleteButton(kind, id, name) {
+    return el(
+      "button",
+      { type: "button", class: "danger", "aria-label": `Delete ${name}`, onclick: () => deleteItem(kind, id, name) },
+      "Delete",
     );
   }
 
@@ -152,16 +151,7 @@ export function setUpLibrary({ searchFace, afterDelete }) {
         {},
         el("h3", {}, name),
         el("span", { class: "hint" }, video.collection),
-        el(
-          "button",
-          {
-            type: "button",
-            class: "danger",
-            "aria-label": `Delete ${name}`,
-            onclick: () => deleteItem("videos", video.id, name),
-          },
-          "Delete",
-        ),
+        deleteButton("videos", video.id, name),
       ),
       body,
     );

@@ -22,7 +22,7 @@ import numpy as np
 import structlog
 
 from search_service.domain import FaceBatch, Source
-from search_service.index.base import FaceIndex, FaceSource, IndexHealth, IndexHit
+from search_service.index.base import FaceIndex, FaceSource, IndexHealth, IndexHit, checked_queries
 from search_service.index.embedded import graph as hnsw
 from search_service.index.embedded.columns import SOURCE_CODES, CollectionCodes, FaceColumns
 from search_service.index.embedded.exact import Eligible, search_exact
@@ -154,9 +154,8 @@ class EmbeddedIndex(FaceIndex):
         collection: str | None = None,
         source: Source | None = None,
     ) -> list[list[IndexHit]]:
-        if k < 1:
-            raise ValueError("k must be at least 1")
-        queries = np.ascontiguousarray(np.atleast_2d(vectors), dtype=np.float32)
+        # The dimension is checked under the lock, against the table's.
+        queries = checked_queries(vectors, k, max_k=self.max_k, dimension=None)
         with self._lock:
             table = self._table
             if table is None or self._live == 0:

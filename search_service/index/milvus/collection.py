@@ -16,8 +16,8 @@ from pymilvus import MilvusClient, MilvusException
 
 from search_service.domain import FaceBatch
 from search_service.errors import IndexUnavailableError
+from search_service.index.base import IndexMismatch, IndexState
 from search_service.index.milvus import queries, schema
-from search_service.index.milvus.schema import IndexMismatch, IndexState
 from search_service.index.milvus.server import COLLECTION_NOT_FOUND, COLLECTION_NOT_LOADED, MilvusServer
 from search_service.settings import MilvusSettings
 

@@ -25,10 +25,16 @@ from pymilvus import MilvusClient, MilvusException
 
 from search_service.domain import FaceBatch, Source
 from search_service.errors import IndexUnavailableError
-from search_service.index.base import FaceIndex, FaceSource, IndexHealth, IndexHit, checked_queries
+from search_service.index.base import (
+    FaceIndex,
+    FaceSource,
+    IndexHealth,
+    IndexHit,
+    IndexState,
+    checked_queries,
+)
 from search_service.index.milvus import queries, schema
 from search_service.index.milvus.collection import Collection
-from search_service.index.milvus.schema import IndexState
 from search_service.index.milvus.server import ClientFactory, MilvusServer
 from search_service.settings import MilvusSettings
 

@@ -13,10 +13,7 @@ properties; a collection whose properties disagree is rebuilt, one without them 
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,6 +21,7 @@ from pymilvus import CollectionSchema, DataType, MilvusClient
 from pymilvus.milvus_client import IndexParams
 
 from search_service.domain import SOURCES, FaceBatch
+from search_service.index.base import IndexMismatch, IndexState, layout_fingerprint
 from search_service.settings import MilvusSettings
 
 PRIMARY = "face_id"
@@ -49,19 +47,6 @@ LAYOUT_PROPERTY = "facesearch.layout"
 _FORMAT = 1
 
 
-class IndexMismatch(RuntimeError):
-    """The Milvus collection under the configured name cannot serve this store as it is."""
-
-
-@dataclass(frozen=True)
-class IndexState:
-    """What an existing collection says about itself."""
-
-    dimension: int
-    store_id: str | None
-    fingerprint: str | None
-
-
 def layout(settings: MilvusSettings) -> dict[str, Any]:
     """Everything about the collection except its dimension, as plain data (for the fingerprint)."""
     return {
@@ -82,8 +67,7 @@ def layout(settings: MilvusSettings) -> dict[str, Any]:
 
 
 def fingerprint(settings: MilvusSettings) -> str:
-    text = json.dumps([_FORMAT, layout(settings)], sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return layout_fingerprint([_FORMAT, layout(settings)])
 
 
 def wanted_state(settings: MilvusSettings, dimension: int, store_id: str) -> IndexState:

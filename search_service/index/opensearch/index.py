@@ -26,10 +26,17 @@ from opensearchpy.exceptions import NotFoundError, RequestError, TransportError
 
 from search_service.domain import FaceBatch, Source
 from search_service.errors import IndexUnavailableError
-from search_service.index.base import FaceIndex, FaceSource, IndexHealth, IndexHit, checked_queries
+from search_service.index.base import (
+    FaceIndex,
+    FaceSource,
+    IndexHealth,
+    IndexHit,
+    IndexMismatch,
+    IndexState,
+    checked_queries,
+)
 from search_service.index.opensearch import mapping, queries
 from search_service.index.opensearch.cluster import Cluster
-from search_service.index.opensearch.mapping import IndexMismatch, IndexState
 from search_service.settings import OpenSearchSettings
 
 log = structlog.get_logger(__name__)

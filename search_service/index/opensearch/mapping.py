@@ -8,15 +8,13 @@ Why lucene HNSW and the innerproduct space: docs/decisions/index.md.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from search_service.domain import FaceBatch
+from search_service.index.base import IndexMismatch, IndexState, layout_fingerprint
 from search_service.settings import OpenSearchSettings
 
 ENGINE = "lucene"
@@ -27,19 +25,6 @@ _FORMAT = 1
 # Set explicitly: when it is left unset, shards that go search-idle skip scheduled refreshes,
 # which would hold a `refresh=wait_for` write until the next search arrives.
 _REFRESH_INTERVAL = "1s"
-
-
-class IndexMismatch(RuntimeError):
-    """The OpenSearch index under the configured name cannot serve this store as it is."""
-
-
-@dataclass(frozen=True)
-class IndexState:
-    """What an existing index says about itself in its mapping."""
-
-    dimension: int
-    store_id: str | None
-    fingerprint: str | None
 
 
 def mapping(settings: OpenSearchSettings, dimension: int) -> dict[str, Any]:
@@ -68,8 +53,7 @@ def mapping(settings: OpenSearchSettings, dimension: int) -> dict[str, Any]:
 
 
 def fingerprint(settings: OpenSearchSettings, dimension: int) -> str:
-    text = json.dumps([_FORMAT, mapping(settings, dimension)], sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return layout_fingerprint([_FORMAT, mapping(settings, dimension)])
 
 
 def wanted_state(settings: OpenSearchSettings, dimension: int, store_id: str) -> IndexState:

@@ -29,10 +29,10 @@ from pymilvus import MilvusClient, MilvusException
 
 from search_service.domain import FaceBatch
 from search_service.errors import IndexUnavailableError
+from search_service.index.base import IndexMismatch
 from search_service.index.milvus import MilvusIndex
 from search_service.index.milvus import collection as milvus_collection
 from search_service.index.milvus.queries import cosine, search_filter, string_literal
-from search_service.index.milvus.schema import IndexMismatch
 from search_service.index.milvus.server import connect, is_unavailable
 from search_service.settings import MilvusSettings, SearchSettings
 from tests.search.index.conformance import (

@@ -19,8 +19,9 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from search_service.errors import IndexUnavailableError
+from search_service.index.base import IndexMismatch
 from search_service.index.opensearch import OpenSearchIndex
-from search_service.index.opensearch.mapping import SPACE_TYPE, IndexMismatch
+from search_service.index.opensearch.mapping import SPACE_TYPE
 from search_service.index.opensearch.queries import cosine
 from search_service.settings import OpenSearchSettings
 from tests.search.index.conformance import (
