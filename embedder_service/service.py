@@ -16,7 +16,7 @@ from embedder_service.models.detectors import build_detector
 from embedder_service.models.encoder import EncoderSpec, FaceEncoder
 from embedder_service.models.manifest import Manifest, load_manifest
 from embedder_service.models.pipeline import DetectionOptions, FacePipeline, faces_of, split_per_image
-from embedder_service.models.session import return_free_memory
+from embedder_service.models.session import RuntimeOptions, return_free_memory
 from embedder_service.schemas import FaceOut, FacesResponse, ImageFaces, ModelInfo, ModelsResponse
 from embedder_service.settings import EmbedderSettings
 from embedder_service.telemetry import FACES_PER_IMAGE, IMAGE_PIXELS
@@ -26,13 +26,11 @@ def build_pipeline(settings: EmbedderSettings, manifest: Manifest | None = None)
     """The detect -> align -> embed pipeline the settings describe (also used by eval and bench)."""
     manifest = manifest or load_manifest(settings.models_dir)
     spec = manifest.encoder(settings.encoder)
-    threads = settings.intra_op_threads
+    runtime = RuntimeOptions.from_settings(settings)
     return FacePipeline(
-        detector=build_detector(
-            settings.detector, settings.models_dir, manifest, settings.providers, threads
-        ),
+        detector=build_detector(settings.detector, settings.models_dir, manifest, runtime),
         aligner=FaceAligner(np.array(spec.landmark_template), spec.input_size, settings.alignment),
-        encoder=FaceEncoder(spec, settings.models_dir, settings.providers, threads),
+        encoder=FaceEncoder(spec, settings.models_dir, runtime, settings.encoder_batch),
         flip_augment=settings.flip_augment,
         detect_max_side=settings.detect_max_side,
     )

@@ -28,6 +28,38 @@ class EmbedderSettings(ServiceSettings):
     providers: list[str] = Field(default=["CUDAExecutionProvider", "CPUExecutionProvider"])
     # 0 = one intra-op thread per available core.
     intra_op_threads: int = 0
+    # The GPU runtime (docs/decisions/embedder.md, "On a GPU").
+    require_gpu: bool = Field(
+        default=False, description="fail at start-up unless every model runs on the CUDA provider"
+    )
+    cuda_device_id: int = Field(default=0, ge=0, description="the GPU the CUDA provider runs on")
+    cuda_tf32: bool = Field(
+        default=False,
+        description="TF32 matrix maths on the GPU: faster, no longer equal to the CPU",
+    )
+    cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = Field(
+        default="EXHAUSTIVE", description="how cuDNN picks convolution algorithms, once per input shape"
+    )
+    cuda_mem_limit_bytes: int = Field(default=0, ge=0, description="the CUDA arena's limit; 0: none")
+    io_binding: bool = Field(
+        default=True,
+        description="on the GPU, outputs go to preallocated buffers (IO binding)",
+    )
+    shape_buckets: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="pad model inputs to a few shapes known in advance; auto: on the GPU only",
+    )
+    batch_wait_ms: float = Field(
+        default=2.0,
+        ge=0,
+        le=1000,
+        description="how long a model run waits for other requests to join it",
+    )
+    batch_max_images: int = Field(default=32, ge=1, description="images detected in one batched run at most")
+    encoder_batch: int = Field(default=64, ge=1, description="faces embedded in one model run at most")
+    worker_threads: int = Field(
+        default=0, ge=0, description="threads decoding and preparing images; 0: one per available core"
+    )
     # The encoder, alignment and flip averaging `make eval` measured best (docs/decisions/embedder.md).
     encoder: str = "dlib_resnet_v1"
     alignment: Literal["five_point", "eyes_nose"] = "five_point"

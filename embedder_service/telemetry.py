@@ -32,3 +32,8 @@ REQUESTS_REJECTED = Counter(
 DOWNSCALED_DETECTIONS = Counter(
     "embedder_downscaled_detections_total", "Images detected on a downscaled copy (EMBEDDER_DETECT_MAX_SIDE)"
 )
+MODEL_INPUT_SHAPES = Gauge(
+    "embedder_model_input_shapes",
+    "Distinct input shapes a model has run on (on a GPU each new one costs a search and allocations)",
+    ["model"],
+)

@@ -13,7 +13,6 @@ then by its width, in float32, is bit-identical to torch's kernel.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import cv2
 import numpy as np
 
 from embedder_service.models.base import OnnxModel
+from embedder_service.models.session import RuntimeOptions
 
 PNET_CELL = 12  # P-Net's receptive field: the smallest face a pyramid level can find
 # facenet-pytorch's defaults, which the parity reference was recorded with; the service always
@@ -252,12 +252,12 @@ class MtcnnDetector:
 
     smallest_face = PNET_CELL
 
-    def __init__(self, models_dir: Path, providers: Sequence[str], intra_op_threads: int = 0) -> None:
+    def __init__(self, models_dir: Path, runtime: RuntimeOptions) -> None:
         # Input sizes follow the photo (P-Net) and its count of candidates (R-, O-Net): no arena,
         # which would keep the largest run's memory for good.
-        self.pnet = OnnxModel(models_dir / "pnet.onnx", providers, intra_op_threads, cpu_memory_arena=False)
-        self.rnet = OnnxModel(models_dir / "rnet.onnx", providers, intra_op_threads, cpu_memory_arena=False)
-        self.onet = OnnxModel(models_dir / "onet.onnx", providers, intra_op_threads, cpu_memory_arena=False)
+        self.pnet = OnnxModel(models_dir / "pnet.onnx", runtime, cpu_memory_arena=False)
+        self.rnet = OnnxModel(models_dir / "rnet.onnx", runtime, cpu_memory_arena=False)
+        self.onet = OnnxModel(models_dir / "onet.onnx", runtime, cpu_memory_arena=False)
 
     @property
     def providers_in_use(self) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import structlog
@@ -11,6 +10,7 @@ from embedder_service.models.detector import MtcnnDetector
 from embedder_service.models.manifest import Manifest
 from embedder_service.models.pipeline import FaceDetector
 from embedder_service.models.scrfd import ScrfdDetector
+from embedder_service.models.session import RuntimeOptions
 from embedder_service.models.single_shot import SingleShotDetector
 from embedder_service.models.yunet import YunetDetector
 
@@ -24,12 +24,10 @@ class DetectorMissingError(LookupError):
     """A detector the settings name that ``make models`` did not build."""
 
 
-def build_detector(
-    name: str, models_dir: Path, manifest: Manifest, providers: Sequence[str], intra_op_threads: int = 0
-) -> FaceDetector:
+def build_detector(name: str, models_dir: Path, manifest: Manifest, runtime: RuntimeOptions) -> FaceDetector:
     """The detector called ``name``, on the models ``manifest`` lists in ``models_dir``."""
     if name == "mtcnn":
-        return MtcnnDetector(models_dir, providers, intra_op_threads)
+        return MtcnnDetector(models_dir, runtime)
     if name not in SINGLE_SHOT:
         raise DetectorMissingError(f"unknown detector {name!r} (known: {', '.join(DETECTOR_NAMES)})")
     record = manifest.named(name)
@@ -39,4 +37,4 @@ def build_detector(
         )
     # Stated where a detector is enabled: SCRFD's weights are for non-commercial research only.
     log.warning("face detector enabled", detector=name, file=record.file, licence=record.licence)
-    return SINGLE_SHOT[name](models_dir / record.file, providers, intra_op_threads)
+    return SINGLE_SHOT[name](models_dir / record.file, runtime)

@@ -8,13 +8,13 @@ from PyPI (docs/decisions/embedder.md).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, Field
 
 from embedder_service.models.base import OnnxModel
+from embedder_service.models.session import RuntimeOptions
 
 
 class EncoderSpec(BaseModel):
@@ -43,11 +43,10 @@ class FaceEncoder(OnnxModel):
         self,
         spec: EncoderSpec,
         models_dir: Path,
-        providers: Sequence[str],
-        intra_op_threads: int = 0,
+        runtime: RuntimeOptions,
         max_batch: int = 64,
     ) -> None:
-        super().__init__(models_dir / spec.file, providers, intra_op_threads)
+        super().__init__(models_dir / spec.file, runtime)
         self.spec = spec
         self.max_batch = max_batch
         self._mean = np.asarray(spec.mean, dtype=np.float32).reshape(1, 3, 1, 1)

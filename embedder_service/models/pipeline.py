@@ -128,6 +128,13 @@ class FacePipeline:
             return detections
         return [_scaled(face, width / seen_width, height / seen_height) for face in detections]
 
+    def detect_inputs(
+        self, prepared: Sequence[DetectionInput], options: Sequence[DetectionOptions]
+    ) -> list[list[Detection]]:
+        """:meth:`detect_input` for several photos at once, each with its own options: what one
+        batched detection run of the scheduler does."""
+        return [self.detect_input(one, opts) for one, opts in zip(prepared, options, strict=True)]
+
     def align(self, images: Sequence[np.ndarray], detections: Sequence[Sequence[Detection]]) -> np.ndarray:
         """The chips of every face of every image, in order: N x size x size x 3."""
         chips = [

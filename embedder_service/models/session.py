@@ -1,16 +1,59 @@
-"""ONNX Runtime session factory: picks execution providers and sizes threads for the host."""
+"""ONNX Runtime session factory: picks execution providers, their options, and threads for the host."""
 
 from __future__ import annotations
 
 import ctypes
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import onnxruntime as ort
 import structlog
 
+from embedder_service.settings import EmbedderSettings
+
 log = structlog.get_logger(__name__)
+
+CUDA = "CUDAExecutionProvider"
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """How every model session of the embedder runs: the providers asked for and their options."""
+
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    intra_op_threads: int = 0  # 0: one per available core
+    cuda_device_id: int = 0
+    cuda_tf32: bool = False
+    cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = "EXHAUSTIVE"
+    cuda_mem_limit_bytes: int = 0  # 0: no limit
+    io_binding: bool = True
+    shape_buckets: Literal["auto", "on", "off"] = "auto"
+
+    @classmethod
+    def from_settings(cls, settings: EmbedderSettings) -> RuntimeOptions:
+        return cls(
+            providers=tuple(settings.providers),
+            intra_op_threads=settings.intra_op_threads,
+            cuda_device_id=settings.cuda_device_id,
+            cuda_tf32=settings.cuda_tf32,
+            cudnn_conv_algo_search=settings.cudnn_conv_algo_search,
+            cuda_mem_limit_bytes=settings.cuda_mem_limit_bytes,
+            io_binding=settings.io_binding,
+            shape_buckets=settings.shape_buckets,
+        )
+
+    @property
+    def uses_cuda(self) -> bool:
+        """Whether sessions will run on the CUDA provider (asked for, and offered by this ONNX Runtime)."""
+        return CUDA in choose_providers(self.providers)
+
+    @property
+    def buckets(self) -> bool:
+        """Whether inputs are padded to their models' shape buckets: "auto" pads on the GPU only."""
+        return self.shape_buckets == "on" or (self.shape_buckets == "auto" and self.uses_cuda)
 
 
 def available_cores() -> int:
@@ -32,10 +75,7 @@ def choose_providers(preferred: Sequence[str]) -> list[str]:
 
 
 def create_session(
-    model_path: Path,
-    preferred_providers: Sequence[str],
-    intra_op_threads: int = 0,
-    cpu_memory_arena: bool = True,
+    model_path: Path, runtime: RuntimeOptions, cpu_memory_arena: bool = True
 ) -> ort.InferenceSession:
     """Open one model with the preferred providers.
 
@@ -49,12 +89,12 @@ def create_session(
     options = ort.SessionOptions()
     options.enable_cpu_mem_arena = cpu_memory_arena
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = intra_op_threads or available_cores()
+    options.intra_op_num_threads = runtime.intra_op_threads or available_cores()
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     session = ort.InferenceSession(
-        str(model_path), sess_options=options, providers=choose_providers(preferred_providers)
+        str(model_path), sess_options=options, providers=choose_providers(runtime.providers)
     )
     # ORT silently falls back to CPU when CUDA libraries are missing: report what really runs.
     log.info("model session ready", model=model_path.name, providers=session.get_providers())

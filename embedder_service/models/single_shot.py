@@ -15,6 +15,7 @@ import numpy as np
 
 from embedder_service.models.base import OnnxModel
 from embedder_service.models.detector import Detection, as_rgb
+from embedder_service.models.session import RuntimeOptions
 
 STRIDES = (8, 16, 32)
 
@@ -53,8 +54,8 @@ class SingleShotDetector(ABC):
     nms_iou: ClassVar[float]
     max_side: ClassVar[int] = 640
 
-    def __init__(self, model_path: Path, providers: Sequence[str], intra_op_threads: int = 0) -> None:
-        self.model = OnnxModel(model_path, providers, intra_op_threads)
+    def __init__(self, model_path: Path, runtime: RuntimeOptions) -> None:
+        self.model = OnnxModel(model_path, runtime)
 
     @property
     def providers_in_use(self) -> list[str]:

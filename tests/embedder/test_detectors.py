@@ -29,11 +29,11 @@ from embedder_service.models.detector import Detection
 from embedder_service.models.detectors import DetectorMissingError, build_detector
 from embedder_service.models.manifest import load_manifest
 from embedder_service.models.pipeline import FaceDetector
+from embedder_service.models.session import RuntimeOptions
 from embedder_service.settings import OTHER_DETECTOR_THRESHOLDS, EmbedderSettings
 from tests.conftest import SHARED_DATA
 
 SHARED_MODELS = SHARED_DATA.parent / "models"
-CPU = ["CPUExecutionProvider"]
 # Upright faces of several sizes: group photos, LFW thumbnails, a selfie crowd.
 PHOTOS = [
     "multi_face/azure_detection4.jpg",
@@ -90,7 +90,7 @@ def built(
 
 
 def _detector(built: Path, name: str) -> FaceDetector:
-    return build_detector(name, built, load_manifest(built), CPU, intra_op_threads=2)
+    return build_detector(name, built, load_manifest(built), RuntimeOptions(intra_op_threads=2))
 
 
 @pytest.fixture(scope="session")
@@ -236,7 +236,7 @@ def test_models_states_the_detector_and_every_licence(yunet_client: TestClient) 
 def test_a_detector_not_built_is_refused_with_what_to_do(tmp_path: Path) -> None:
     build_all(tmp_path)
     with pytest.raises(DetectorMissingError, match=r"`make models DETECTORS=scrfd`"):
-        build_detector("scrfd", tmp_path, load_manifest(tmp_path), CPU)
+        build_detector("scrfd", tmp_path, load_manifest(tmp_path), RuntimeOptions())
 
 
 def test_a_file_that_is_not_the_pinned_one_is_refused(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from embedder_service.build.dlib_resnet import (
     build_dlib_resnet,
     locate_dlib_weights,
 )
-from embedder_service.models.session import create_session
+from embedder_service.models.session import RuntimeOptions, create_session
 
 PHOTOS = 20
 MAX_ABS_DIFFERENCE = 1e-4
@@ -48,7 +48,7 @@ def dlib_model(dlib_weights: Path) -> onnx.ModelProto:
 def session(dlib_model: onnx.ModelProto, tmp_path_factory: pytest.TempPathFactory) -> ort.InferenceSession:
     path = tmp_path_factory.mktemp("dlib") / "dlib_resnet_v1.onnx"
     onnx.save(dlib_model, str(path))
-    return create_session(path, ["CPUExecutionProvider"], intra_op_threads=2)
+    return create_session(path, RuntimeOptions(intra_op_threads=2))
 
 
 @pytest.fixture(scope="module")

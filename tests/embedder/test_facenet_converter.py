@@ -38,6 +38,7 @@ from embedder_service.build.torch_pickle import load_state_dict
 from embedder_service.main import create_app
 from embedder_service.models.encoder import FaceEncoder
 from embedder_service.models.manifest import MANIFEST_NAME, load_manifest
+from embedder_service.models.session import RuntimeOptions
 from embedder_service.settings import EmbedderSettings
 
 TOLERANCE = 1e-4
@@ -239,7 +240,7 @@ def test_make_models_registers_facenet_and_its_encoder_embeds_like_torch(
     assert manifest.record(spec.file).task == "recognition"
     assert manifest.encoder("dlib_resnet_v1").dimension == 128  # the default stays
     chips = _pixels(2, seed=2)
-    encoder = FaceEncoder(spec, built, ["CPUExecutionProvider"], intra_op_threads=2)
+    encoder = FaceEncoder(spec, built, RuntimeOptions(intra_op_threads=2))
     ours = encoder.embed(chips)
     theirs = reference.embed(_standardised(chips))
     assert np.abs(ours - theirs).max() < TOLERANCE

@@ -21,6 +21,7 @@ from embedder_service.build.torch_pickle import (
 )
 from embedder_service.models import detector as detector_module
 from embedder_service.models.detector import REFERENCE_THRESHOLDS, Detection, MtcnnDetector
+from embedder_service.models.session import RuntimeOptions
 
 REFERENCE = Path(__file__).parent / "data" / "mtcnn_reference.json"
 MAX_PIXELS = 1.0
@@ -32,7 +33,7 @@ def detector(tmp_path_factory: pytest.TempPathFactory) -> MtcnnDetector:
     models_dir = tmp_path_factory.mktemp("mtcnn")
     for name, model in build_mtcnn_nets(locate_mtcnn_weights()).items():
         onnx.save(model, models_dir / f"{name}.onnx")
-    return MtcnnDetector(models_dir, ["CPUExecutionProvider"], intra_op_threads=2)
+    return MtcnnDetector(models_dir, RuntimeOptions(intra_op_threads=2))
 
 
 def _load_rgb(path: Path) -> np.ndarray:

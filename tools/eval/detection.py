@@ -24,6 +24,7 @@ from embedder_service.models.detector import REFERENCE_THRESHOLDS, Detection
 from embedder_service.models.detectors import DETECTOR_NAMES, DetectorMissingError, build_detector
 from embedder_service.models.manifest import Manifest, load_manifest
 from embedder_service.models.pipeline import FaceDetector
+from embedder_service.models.session import RuntimeOptions
 from embedder_service.settings import EmbedderSettings
 from tools.bench.timing import evenly_spaced, time_calls
 
@@ -413,7 +414,7 @@ def load_detector(
         return DetectorUnderTest(choice.label, None, f"unknown detector (known: {', '.join(DETECTOR_NAMES)})")
     try:
         detector = build_detector(
-            choice.name, settings.models_dir, manifest, settings.providers, settings.intra_op_threads
+            choice.name, settings.models_dir, manifest, RuntimeOptions.from_settings(settings)
         )
     except DetectorMissingError as error:
         return DetectorUnderTest(choice.label, None, str(error))

@@ -30,6 +30,7 @@ from embedder_service.models.detector import Detection
 from embedder_service.models.encoder import EncoderSpec, FaceEncoder
 from embedder_service.models.manifest import Manifest, ModelRecord
 from embedder_service.models.pipeline import FaceDetector, FacePipeline
+from embedder_service.models.session import RuntimeOptions
 from embedder_service.service import EmbedderService
 from embedder_service.settings import EmbedderSettings
 
@@ -146,7 +147,7 @@ def make_client(tiny_models: tuple[Path, Manifest]) -> Iterator[AppFactory]:
         pipeline = FacePipeline(
             detector=detector or FakeDetector(),
             aligner=FaceAligner(np.array(spec.landmark_template), spec.input_size, settings.alignment),
-            encoder=FaceEncoder(spec, directory, settings.providers, intra_op_threads=1),
+            encoder=FaceEncoder(spec, directory, RuntimeOptions(intra_op_threads=1)),
             flip_augment=settings.flip_augment,
             detect_max_side=settings.detect_max_side,
         )
