@@ -43,7 +43,7 @@ ifneq ($(origin ENCODER),undefined)
 $(shell mkdir -p $(MODELS_DIR) && { [ "$$(cat $(ENCODER_LIST) 2>/dev/null)" = "$(ENCODER)" ] || echo "$(ENCODER)" > $(ENCODER_LIST); })
 endif
 
-.PHONY: help venv models run lint typecheck test unit bench eval clean
+.PHONY: help venv models run lint typecheck test unit bench gpu-stage eval clean
 
 help: ## List the targets
 	@echo "make TARGET, where TARGET is one of:"
@@ -99,6 +99,11 @@ $(VENV)/.eval-installed: $(VENV)/.installed
 
 bench: venv models $(VENV)/.eval-installed ## Speed tables (embedder, index, video); BENCH_ARGS=... passes options
 	$(PY) -m tools.bench $(BENCH_ARGS)
+
+# The GPU machines reach no registry: onnxruntime-gpu, the wheels, models and inputs travel in
+# .gpu-a/ and .gpu-b/ (git-ignored); tools/gpu/run.sh runs the section there.
+gpu-stage: venv models ## Stage the GPU section of make bench for a lent GPU machine (tools/gpu/run.sh)
+	PY=$(PY) PEER=$(filter facenet-pytorch==%,$(WEIGHT_PACKAGES)) bash tools/gpu/prepare.sh
 
 # Any LFW-layout folder and pairs file: make eval LFW_DIR=/path/to/lfw PAIRS=/path/to/pairs.txt
 eval: venv models $(VENV)/.eval-installed ## Accuracy tables (LFW verification, retrieval, peers); EVAL_ARGS=... passes options

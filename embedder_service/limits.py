@@ -81,6 +81,19 @@ class ModelLock:
         try:
             yield
         finally:
-            with self._changed:
-                self._held = False
-                self._changed.notify_all()
+            self.release()
+
+    def take_if_free(self) -> bool:
+        """Takes the lock if it is free and nobody waits for it, without waiting; :meth:`release`
+        gives it back."""
+        with self._changed:
+            if self._held or self._waiting:
+                return False
+            self._held = True
+        MODEL_QUEUE_SECONDS.labels(self.name).observe(0.0)
+        return True
+
+    def release(self) -> None:
+        with self._changed:
+            self._held = False
+            self._changed.notify_all()

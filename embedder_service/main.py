@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from embedder_service.api.admission import AdmissionMiddleware
 from embedder_service.api.routes import router
+from embedder_service.models.session import GpuRequiredError
 from embedder_service.service import EmbedderService
 from embedder_service.settings import EmbedderSettings, get_settings
 from facesearch_common.access import ApiKey
@@ -41,13 +42,22 @@ def create_app(settings: EmbedderSettings | None = None, service: EmbedderServic
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        ready = (
-            service if service is not None else await run_in_threadpool(EmbedderService.from_models, settings)
-        )
-        await run_in_threadpool(ready.warm_up)
+        try:
+            ready = (
+                service
+                if service is not None
+                else await run_in_threadpool(EmbedderService.from_models, settings)
+            )
+            await run_in_threadpool(ready.warm_up)
+        except GpuRequiredError as error:
+            # One line that says why, before the server's traceback; the server then exits non-zero.
+            log.error("embedder not started", reason=str(error))
+            raise
         app.state.service = ready
         log.info("embedder ready", models_dir=str(settings.models_dir), providers=ready.providers())
         yield
+        if service is None:  # an injected service belongs to its caller, who closes it
+            await run_in_threadpool(ready.close)
 
     app = FastAPI(
         title="facesearch embedder",

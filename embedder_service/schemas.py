@@ -60,4 +60,6 @@ class ModelsResponse(BaseModel):
 class Health(BaseModel):
     status: str
     models_loaded: bool
-    providers: list[str]
+    providers: list[str] = Field(
+        description="execution providers every model's session runs on (per model: GET /models)"
+    )

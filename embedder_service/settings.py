@@ -43,7 +43,7 @@ class EmbedderSettings(ServiceSettings):
     cuda_mem_limit_bytes: int = Field(default=0, ge=0, description="the CUDA arena's limit; 0: none")
     io_binding: bool = Field(
         default=True,
-        description="on the GPU, outputs go to preallocated buffers (IO binding)",
+        description="on the GPU, outputs stay in GPU memory until the run ends, then are copied back once",
     )
     shape_buckets: Literal["auto", "on", "off"] = Field(
         default="auto",
@@ -53,7 +53,10 @@ class EmbedderSettings(ServiceSettings):
         default=2.0,
         ge=0,
         le=1000,
-        description="how long a model run waits for other requests to join it",
+        description=(
+            "how long a model run on the GPU waits for other requests to join it;"
+            " on the CPU runs never wait, which would only add latency"
+        ),
     )
     batch_max_images: int = Field(default=32, ge=1, description="images detected in one batched run at most")
     encoder_batch: int = Field(default=64, ge=1, description="faces embedded in one model run at most")

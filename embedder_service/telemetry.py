@@ -37,3 +37,15 @@ MODEL_INPUT_SHAPES = Gauge(
     "Distinct input shapes a model has run on (on a GPU each new one costs a search and allocations)",
     ["model"],
 )
+BATCH_ITEMS = Histogram(
+    "embedder_batch_items",
+    "Items (images to detect, groups of face chips to embed) that share one model run",
+    ["batcher"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
+BATCH_WAIT_SECONDS = Histogram(
+    "embedder_batch_wait_seconds",
+    "From an item's submission until its batch's run starts: batch-mates and the lane's lock",
+    ["batcher"],
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)

@@ -36,6 +36,11 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".
 _ONE_PHOTOS_FAULT = frozenset({400, 413, 415, 422, 502})
 # Answers that mean "try later": the server restarting behind a proxy, or its embedder unavailable.
 _TRY_LATER = frozenset({429, 503})
+# Photos in flight: twice what the embedder detects in one batched run (EMBEDDER_BATCH_MAX_IMAGES,
+# 32), so that on a GPU the next run's photos are already there while one runs and while answers
+# travel back through the search service (docs/decisions/embedder.md).
+DEFAULT_CONCURRENCY = 8
+DEFAULT_BATCH = 8
 
 
 @dataclass(frozen=True)
@@ -200,8 +205,8 @@ async def ingest_folder(
     *,
     url: str,
     collection: str,
-    concurrency: int = 4,
-    batch: int = 8,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    batch: int = DEFAULT_BATCH,
     retries: int = 6,
     timeout_s: float = 300.0,
     show_progress: bool = True,
@@ -237,8 +242,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--collection", default="default", help="collection to ingest into (default %(default)s)"
     )
-    parser.add_argument("--concurrency", type=int, default=4, help="requests in flight (default %(default)s)")
-    parser.add_argument("--batch", type=int, default=8, help="photos per request (default %(default)s)")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=DEFAULT_CONCURRENCY,
+        help="requests in flight (default %(default)s)",
+    )
+    parser.add_argument(
+        "--batch", type=int, default=DEFAULT_BATCH, help="photos per request (default %(default)s)"
+    )
     parser.add_argument(
         "--retries", type=int, default=6, help="retries on connection errors and 503 (default %(default)s)"
     )

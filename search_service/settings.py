@@ -58,6 +58,9 @@ class EmbedderClientSettings(SettingsGroup):
     # Photos per `POST /faces` call, and a byte budget per call, whichever is reached first.
     batch_images: int = Field(default=16, gt=0)
     batch_bytes: int = Field(default=24 * MiB, gt=0)
+    # `POST /faces` calls in flight at once for one request's photos (a bulk upload larger than a
+    # batch): the embedder gets the next batch while it runs one.
+    batches_in_flight: int = Field(default=4, gt=0)
 
 
 class UploadSettings(SettingsGroup):
@@ -162,6 +165,9 @@ class VideoSettings(SettingsGroup):
     sample_fps: float = Field(default=2.0, gt=0)
     # Frames per embedder call (and between cancellation checks and progress updates).
     batch_frames: int = Field(default=8, ge=1)
+    # Embedder calls in flight per video: the next batch decodes and encodes while earlier ones are
+    # at the embedder. Frames held per video: batches_in_flight x batch_frames.
+    batches_in_flight: int = Field(default=3, ge=1)
     # Frames are decoded at most this large (longest side).
     max_side: int = Field(default=1280, ge=64)
     # Faces are detected as if the frame were this large (longest side), by raising the embedder's

@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable
+from concurrent.futures import CancelledError
+from functools import partial
+from typing import Annotated, Any, TypeVar
 
+import anyio
 from fastapi import APIRouter, File, HTTPException, Query, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from embedder_service.api.admission import request_deadline
 from embedder_service.api.deps import ServiceDep
+from embedder_service.batching import Cancellation
 from embedder_service.imaging import ImageError
 from embedder_service.limits import DeadlineExceeded
+from embedder_service.models.session import common_providers
 from embedder_service.schemas import FacesResponse, Health, ModelsResponse
 from embedder_service.telemetry import REQUESTS_REJECTED
 from facesearch_common.access_http import ACCESS_RESPONSES
 
 router = APIRouter()
+
+CLIENT_CLOSED_REQUEST = 499
+T = TypeVar("T")
 
 RETRY_AFTER = {"description": "seconds to wait before trying again", "schema": {"type": "integer"}}
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -81,12 +90,49 @@ async def faces(
     options = service.detection_options(min_face_size, threshold, max_faces)
     deadline = request_deadline(request, settings)
     try:
-        return await run_in_threadpool(service.faces, uploads, options, embeddings, landmarks, deadline)
+        return await _unless_abandoned(
+            request, partial(service.faces, uploads, options, embeddings, landmarks, deadline)
+        )
+    except CancelledError:
+        # Mostly read by nobody: the status shows in the access log, as nginx's 499 does.
+        raise HTTPException(
+            CLIENT_CLOSED_REQUEST,
+            "the request was cancelled: its client went away, or the service is stopping",
+        ) from None
     except ImageError as error:
         raise HTTPException(error.status_code, str(error)) from None
     except DeadlineExceeded as error:
         REQUESTS_REJECTED.labels("deadline").inc()
         raise HTTPException(503, str(error), headers={"Retry-After": str(settings.retry_after_s)}) from None
+
+
+async def _unless_abandoned(request: Request, work: Callable[[Cancellation], T]) -> T:
+    """``work(cancellation)`` in a worker thread; ``cancellation`` is cancelled if the client
+    goes away first, so that the request's model runs still queued are dropped."""
+    cancellation = Cancellation()
+    async with anyio.create_task_group() as group:
+        group.start_soon(_cancel_when_abandoned, request, cancellation)
+        try:
+            return await run_in_threadpool(work, cancellation)
+        except Exception as error:
+            # Raised outside the group, which would wrap it in an ExceptionGroup.
+            failure = error
+        finally:
+            group.cancel_scope.cancel()
+    raise failure
+
+
+async def _cancel_when_abandoned(request: Request, cancellation: Cancellation) -> None:
+    """Cancels the request's queued model runs once its client goes away, or once the handler is
+    cancelled; a no-op when it ends after the answer, with nothing left queued.
+
+    The body has been read by then: the server's next message is the disconnect.
+    """
+    try:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+    finally:
+        cancellation.cancel()
 
 
 # Both answer on the event loop, not in a worker thread: the search service's health probe (its
@@ -103,4 +149,5 @@ async def healthz(request: Request) -> Health:
     service = getattr(request.app.state, "service", None)
     if service is None:
         return Health(status="starting", models_loaded=False, providers=[])
-    return Health(status="ok", models_loaded=True, providers=service.providers())
+    per_model = [model.providers for model in service.models().models]
+    return Health(status="ok", models_loaded=True, providers=common_providers(per_model))

@@ -27,7 +27,7 @@ from embedder_service.build.dlib_resnet import (
     build_dlib_resnet,
     locate_dlib_weights,
 )
-from embedder_service.build.mtcnn_nets import build_mtcnn_nets, locate_mtcnn_weights
+from embedder_service.build.mtcnn_nets import WEIGHTS_OF, build_mtcnn_nets, locate_mtcnn_weights
 from embedder_service.models.encoder import EncoderSpec
 from embedder_service.models.manifest import MANIFEST_NAME, Manifest, ModelRecord, Task, sha256_of
 from facesearch_common.files import atomic_writer
@@ -106,7 +106,7 @@ def build_all(
             f"mtcnn_{name}",
             "detection",
             "facenet-pytorch",
-            f"facenet_pytorch/data/{name}.pt",
+            f"facenet_pytorch/data/{WEIGHTS_OF.get(name, name)}.pt",
             MTCNN_LICENCE,
         )
         for name, model in build_mtcnn_nets(locate_mtcnn_weights()).items()

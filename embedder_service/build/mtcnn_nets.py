@@ -7,15 +7,24 @@ Every graph has one input, ``input``: float32, NCHW, RGB, already normalised as
 ``(pixel - 127.5) * 0.0078125``. Outputs, in this order (the order of facenet-pytorch's
 ``forward``, so index-based code ported from it keeps working):
 
-===== =================== ========================================================
-net   input shape         outputs
-===== =================== ========================================================
-pnet  (N, 3, H, W)        ``reg`` (N, 4, h, w) box offsets; ``prob`` (N, 2, h, w)
-                          softmax, channel 1 = face. h = ceil((H - 2) / 2) - 4, same for w
-rnet  (N, 3, 24, 24)      ``reg`` (N, 4); ``prob`` (N, 2)
-onet  (N, 3, 48, 48)      ``reg`` (N, 4); ``landmarks`` (N, 10): five x then five y,
-                          relative to the box; ``prob`` (N, 2)
-===== =================== ========================================================
+=========== ============== ===================================================
+net         input shape    outputs
+=========== ============== ===================================================
+pnet        (N, 3, H, W)   ``reg`` (N, 4, h, w) box offsets; ``prob`` (N, 2,
+                           h, w) softmax, channel 1 = face.
+                           h = ceil((H - 2) / 2) - 4, same for w
+pnet_packed (N, 4, H, W)   as pnet; channel 3 is a mask: 0 where a conv1
+                           output (top-left pixel of its 3x3 window) belongs
+                           to a pyramid level, a large negative number elsewhere
+rnet        (N, 3, 24, 24) ``reg`` (N, 4); ``prob`` (N, 2)
+onet        (N, 3, 48, 48) ``reg`` (N, 4); ``landmarks`` (N, 10): five x then
+                           five y, relative to the box; ``prob`` (N, 2)
+=========== ============== ===================================================
+
+``pnet_packed`` runs several pyramid levels packed into one fixed-size canvas (see
+``models/detector.py``): the mask is added to conv1's activations before the ceil-mode pool,
+so a partial pool window at a level's edge never sees another level's or the canvas's pixels,
+and each level's output cells equal P-Net's on the level alone.
 
 R- and O-Net flatten their last feature map as (N, W, H, C), not NCHW: the weights were
 converted from Caffe that way, so a Transpose precedes the Flatten.
@@ -23,6 +32,7 @@ converted from Caffe that way, so a Transpose precedes the Flatten.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -38,6 +48,8 @@ from embedder_service.build.torch_pickle import load_state_dict
 
 SOURCE_PACKAGE = "facenet-pytorch"
 NET_NAMES = ("pnet", "rnet", "onet")
+PACKED_PNET = "pnet_packed"
+WEIGHTS_OF = {PACKED_PNET: "pnet"}  # graphs named otherwise than their weights file
 
 
 def locate_mtcnn_weights() -> Path:
@@ -96,6 +108,18 @@ class _GraphWriter:
         self.nodes.append(helper.make_node("PRelu", inputs, [layer], name=layer))
         return layer
 
+    def slice(self, x: str, name: str, starts: list[int], ends: list[int], axes: list[int]) -> str:
+        bounds = []
+        for key, values in (("starts", starts), ("ends", ends), ("axes", axes)):
+            self.initializers.append(numpy_helper.from_array(np.asarray(values, np.int64), f"{name}.{key}"))
+            bounds.append(f"{name}.{key}")
+        self.nodes.append(helper.make_node("Slice", [x, *bounds], [name], name=name))
+        return name
+
+    def add(self, a: str, b: str, name: str) -> str:
+        self.nodes.append(helper.make_node("Add", [a, b], [name], name=name))
+        return name
+
     def max_pool(self, x: str, name: str, kernel: int) -> str:
         # torch's ceil_mode=True keeps the partial window at the right and bottom edges.
         self.nodes.append(
@@ -132,8 +156,13 @@ class _GraphWriter:
         return output
 
 
-def _pnet(g: _GraphWriter) -> None:
-    x = g.prelu(g.conv("input", "conv1"), "prelu1", spatial=True)
+def _pnet(g: _GraphWriter, packed: bool = False) -> None:
+    pixels = g.slice("input", "rgb", [0], [3], [1]) if packed else "input"
+    x = g.prelu(g.conv(pixels, "conv1"), "prelu1", spatial=True)
+    if packed:
+        # conv1 (3x3, unpadded) trims 2 rows and columns: an output's mask cell is its window's top-left.
+        mask = g.slice("input", "mask", [3, 0, 0], [4, -2, -2], [1, 2, 3])
+        x = g.add(x, mask, "masked")
     x = g.max_pool(x, "pool1", 2)
     x = g.prelu(g.conv(x, "conv2"), "prelu2", spatial=True)
     x = g.prelu(g.conv(x, "conv3"), "prelu3", spatial=True)
@@ -170,6 +199,11 @@ Shape = list[str | int]
 # net -> (layers, input shape, outputs in the order of the torch module's forward)
 _LAYOUT: dict[str, tuple[Callable[[_GraphWriter], None], Shape, dict[str, Shape]]] = {
     "pnet": (_pnet, ["N", 3, "H", "W"], {"reg": ["N", 4, "h", "w"], "prob": ["N", 2, "h", "w"]}),
+    PACKED_PNET: (
+        functools.partial(_pnet, packed=True),
+        ["N", 4, "H", "W"],
+        {"reg": ["N", 4, "h", "w"], "prob": ["N", 2, "h", "w"]},
+    ),
     "rnet": (_rnet, ["N", 3, 24, 24], {"reg": ["N", 4], "prob": ["N", 2]}),
     "onet": (_onet, ["N", 3, 48, 48], {"reg": ["N", 4], "landmarks": ["N", 10], "prob": ["N", 2]}),
 }
@@ -183,11 +217,12 @@ def _source_version() -> str:
 
 
 def build_mtcnn_nets(weights_dir: Path) -> dict[str, onnx.ModelProto]:
-    """The three MTCNN graphs, checked by ``onnx.checker``, keyed ``pnet``, ``rnet``, ``onet``."""
+    """The MTCNN graphs, checked by ``onnx.checker``, keyed ``pnet``, ``rnet``, ``onet`` and
+    ``pnet_packed`` (P-Net's weights too)."""
     version = _source_version()
     models: dict[str, onnx.ModelProto] = {}
-    for name in NET_NAMES:
-        path = weights_dir / f"{name}.pt"
+    for name in (*NET_NAMES, PACKED_PNET):
+        path = weights_dir / f"{WEIGHTS_OF.get(name, name)}.pt"
         raw = path.read_bytes()
         writer = _GraphWriter(load_state_dict(raw))
         body, input_shape, outputs = _LAYOUT[name]

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from embedder_service.models.session import RuntimeOptions, create_session
+from embedder_service.models.session import RuntimeOptions, create_session, io_binding_device
 from embedder_service.telemetry import MODEL_INPUT_SHAPES
 
 
@@ -25,6 +25,9 @@ class OnnxModel:
         self._cpu_memory_arena = cpu_memory_arena
         self._session: ort.InferenceSession | None = None
         self.input_shapes: set[tuple[int, ...]] = set()
+        if runtime.require_gpu:
+            # Opened now, so that start-up checks every session's provider, not only those warm-up runs.
+            _ = self.session
 
     @property
     def session(self) -> ort.InferenceSession:
@@ -39,12 +42,33 @@ class OnnxModel:
         return list(self.session.get_providers())
 
     def run(self, inputs: np.ndarray) -> list[np.ndarray]:
-        """Run the graph on its single input; returns every output, in graph order."""
-        name = self.session.get_inputs()[0].name
+        """Run the graph on its single input; returns every output, in graph order, on the CPU."""
+        session = self.session
+        name = session.get_inputs()[0].name
         self._seen(inputs.shape)
-        return [np.asarray(out) for out in self.session.run(None, {name: inputs})]
+        # Asked on every run: ONNX Runtime may move a session to the CPU after a provider failure.
+        device = io_binding_device(self.runtime, session.get_providers())
+        if device is None:
+            return [np.asarray(out) for out in session.run(None, {name: inputs})]
+        return run_bound(session, name, inputs, device, self.runtime.cuda_device_id)
 
     def _seen(self, shape: tuple[int, ...]) -> None:
         if shape not in self.input_shapes:
             self.input_shapes.add(shape)
             MODEL_INPUT_SHAPES.labels(self.model_path.stem).set(len(self.input_shapes))
+
+
+def run_bound(
+    session: ort.InferenceSession, input_name: str, inputs: np.ndarray, device: str, device_id: int
+) -> list[np.ndarray]:
+    """One run with IO binding: ``inputs`` bound from the host, every output left in memory ORT
+    allocates on ``device`` (its arena, reused from run to run) and copied back once, after the run.
+
+    A fresh binding per run: bindings hold their buffers, and runs may come from several threads.
+    """
+    binding = session.io_binding()
+    binding.bind_cpu_input(input_name, inputs)
+    for output in session.get_outputs():
+        binding.bind_output(output.name, device, device_id)
+    session.run_with_iobinding(binding)
+    return list(binding.copy_outputs_to_cpu())

@@ -13,6 +13,8 @@ then by its width, in float32, is bit-identical to torch's kernel.
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +22,8 @@ import cv2
 import numpy as np
 
 from embedder_service.models.base import OnnxModel
+from embedder_service.models.buckets import BatchLadder, ModelShapes, Placement, pack
+from embedder_service.models.detection import Detection, DetectionOptions
 from embedder_service.models.session import RuntimeOptions
 
 PNET_CELL = 12  # P-Net's receptive field: the smallest face a pyramid level can find
@@ -33,13 +37,18 @@ NMS_ACROSS = 0.7
 NMS_OUTPUT = 0.7
 INT32_SAFE_PIXELS = (2**31 - 1) // 255  # no 8-bit image sum of this many pixels overflows int32
 NMS_BLOCK = 256  # boxes whose overlaps with all later ones are computed at once: bounds memory
-
-
-@dataclass(eq=False)  # identity equality: a generated == would compare arrays, which raises
-class Detection:
-    box: np.ndarray  # (4,) x1, y1, x2, y2, float
-    score: float
-    landmarks: np.ndarray  # (5, 2) x, y: left eye (image left), right eye, nose, mouth left, mouth right
+# Shape buckets (models/buckets.py). P-Net's canvases: their sides, the pixels of one run at most
+# (so a run's memory stays bounded), and how many sides a batch tries, smallest fitting first.
+PNET_CANVAS_SIDES = (128, 256, 384, 512, 768, 1024, 1536, 2048, 3072)
+PNET_RUN_PIXELS = 2048 * 2048
+PNET_SIDE_CHOICES = 3
+PACKED_PNET_FILE = "pnet_packed.onnx"
+# Added to conv1's activations outside every level (build/mtcnn_nets.py): far below any real
+# activation (inputs lie in [-1, 1], conv1's weights are small), yet finite, so no inf - inf
+# makes NaNs, even in the cells never read back.
+PACKED_MASK_OFF = np.float32(-1e4)
+RNET_BATCH = 256  # candidates per R-Net run at most, with buckets on
+ONET_BATCH = 64
 
 
 def as_rgb(image: np.ndarray) -> np.ndarray:
@@ -228,6 +237,50 @@ def _pyramid_scales(height: int, width: int, min_face_size: int) -> list[float]:
     return scales
 
 
+def _level_proposals(scale: float, reg: np.ndarray, face: np.ndarray, threshold: float) -> np.ndarray:
+    """One pyramid level's P-Net outputs, reg (4, h, w) and face probability (h, w) -> candidates
+    (N, 9) float32: box, score, regression, after this scale's NMS."""
+    ys, xs = np.nonzero(face >= np.float32(threshold))  # float32 ">=", as the reference
+    scores = face[ys, xs]
+    corner = np.stack([xs, ys], axis=1).astype(np.float32) * np.float32(2)
+    s = np.float32(scale)
+    # Each P-Net output cell sees a 12x12 window at stride 2 of the level.
+    cand = np.empty((ys.size, 9), np.float32)
+    cand[:, 0:2] = np.floor((corner + np.float32(1)) / s)
+    cand[:, 2:4] = np.floor((corner + np.float32(PNET_CELL)) / s)
+    cand[:, 4] = scores
+    cand[:, 5:9] = reg[:, ys, xs].T
+    return cand[_nms_iou(cand[:, :4], scores, NMS_PER_SCALE)]
+
+
+def _proposals(per_scale: list[np.ndarray]) -> np.ndarray:
+    """Every level's candidates of a photo -> squared candidate boxes (N, 4) float32."""
+    cand = np.concatenate(per_scale)
+    cand = cand[_nms_iou(cand[:, :4], cand[:, 4], NMS_ACROSS)]
+    w = cand[:, 2] - cand[:, 0]
+    h = cand[:, 3] - cand[:, 1]
+    boxes = cand[:, :4] + cand[:, 5:9] * np.stack([w, h, w, h], axis=1)
+    return _square(boxes)
+
+
+def _crops(table: np.ndarray, boxes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(crops (M, 3, size, size), indices of the boxes they came from).
+
+    The crop is the box truncated to integers and clipped to the image, as the
+    reference does; boxes with nothing inside the image are dropped (the reference
+    would fail on them).
+    """
+    height, width = table.shape[0] - 1, table.shape[1] - 1
+    ints = np.trunc(boxes).astype(np.int64)
+    x0 = np.maximum(ints[:, 0], 1) - 1
+    y0 = np.maximum(ints[:, 1], 1) - 1
+    x1 = np.minimum(ints[:, 2], width)
+    y1 = np.minimum(ints[:, 3], height)
+    valid = np.flatnonzero((x1 > x0) & (y1 > y0))
+    top, left = y0[valid], x0[valid]
+    return _resize_regions(table, top, left, y1[valid] - top, x1[valid] - left, size), valid
+
+
 def _square(boxes: np.ndarray) -> np.ndarray:
     """Grow each (x1, y1, x2, y2) box to a square around its centre (facenet-pytorch's rerec)."""
     x1, y1, x2, y2 = boxes.T
@@ -247,22 +300,77 @@ def _regress(boxes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return boxes + offsets * size
 
 
+@dataclass(frozen=True)
+class _Photo:
+    """One photo of a batch: its integral image and options, and the pyramid scales P-Net runs at."""
+
+    table: np.ndarray
+    options: DetectionOptions
+    scales: list[float]
+
+    def level_size(self, scale: float) -> tuple[int, int]:
+        height, width = self.table.shape[0] - 1, self.table.shape[1] - 1
+        return int(height * scale + 1), int(width * scale + 1)
+
+
+@dataclass(frozen=True)
+class _Level:
+    """One pyramid level of a batch: its photo's index in the batch, its scale and size."""
+
+    photo: int
+    scale: float
+    height: int
+    width: int
+
+    @property
+    def outputs(self) -> tuple[int, int]:
+        """P-Net's output cells: conv1 and its ceil-mode pool, then two 3x3 convolutions."""
+        return (self.height - 1) // 2 - 4, (self.width - 1) // 2 - 4
+
+
 class MtcnnDetector:
-    """Finds faces, with 5 landmarks each, in RGB photos, as facenet-pytorch's MTCNN does."""
+    """Finds faces, with 5 landmarks each, in RGB photos, as facenet-pytorch's MTCNN does.
+
+    With shape buckets on (``RuntimeOptions.buckets``), every net runs on a few input shapes
+    known in advance (:meth:`shape_buckets`): the pyramid levels of a batch of photos are
+    packed into square canvases for P-Net, and R- and O-Net's batches padded to a ladder.
+    """
 
     smallest_face = PNET_CELL
 
     def __init__(self, models_dir: Path, runtime: RuntimeOptions) -> None:
-        # Input sizes follow the photo (P-Net) and its count of candidates (R-, O-Net): no arena,
-        # which would keep the largest run's memory for good.
-        self.pnet = OnnxModel(models_dir / "pnet.onnx", runtime, cpu_memory_arena=False)
-        self.rnet = OnnxModel(models_dir / "rnet.onnx", runtime, cpu_memory_arena=False)
-        self.onet = OnnxModel(models_dir / "onet.onnx", runtime, cpu_memory_arena=False)
+        self.buckets = runtime.buckets
+        # Without buckets, input sizes follow the photo (P-Net) and its count of candidates
+        # (R-, O-Net): no arena, which would keep the largest run's memory for good. With
+        # buckets, the arena serves the few fixed sizes.
+        arena = self.buckets
+        pnet_file = PACKED_PNET_FILE if self.buckets else "pnet.onnx"
+        self.pnet = OnnxModel(models_dir / pnet_file, runtime, cpu_memory_arena=arena)
+        self.rnet = OnnxModel(models_dir / "rnet.onnx", runtime, cpu_memory_arena=arena)
+        self.onet = OnnxModel(models_dir / "onet.onnx", runtime, cpu_memory_arena=arena)
+        self.pnet_canvases = {
+            side: BatchLadder(max(1, PNET_RUN_PIXELS // side**2)) for side in PNET_CANVAS_SIDES
+        }
+        self.rnet_batches = BatchLadder(RNET_BATCH)
+        self.onet_batches = BatchLadder(ONET_BATCH)
 
     @property
     def providers_in_use(self) -> list[str]:
         """The three nets share one provider choice; P-Net's session reports it."""
         return self.pnet.providers_in_use
+
+    def shape_buckets(self) -> list[ModelShapes]:
+        """Every input shape of the three nets with buckets on; P-Net's canvases carry the mask
+        as a 4th channel. A level longer than the largest canvas (only with ``detect_max_side``
+        above 2730 px, or none) gets a canvas of its own, outside these."""
+        canvases = tuple(
+            shape for side, ladder in self.pnet_canvases.items() for shape in ladder.shapes((4, side, side))
+        )
+        return [
+            ModelShapes(self.pnet, canvases),
+            ModelShapes(self.rnet, self.rnet_batches.shapes((3, 24, 24))),
+            ModelShapes(self.onet, self.onet_batches.shapes((3, 48, 48))),
+        ]
 
     def detect(
         self,
@@ -276,102 +384,183 @@ class MtcnnDetector:
         ``threshold`` gates O-Net, whose probability is the score reported; P- and R-Net keep
         MTCNN's published cut-offs.
         """
-        thresholds = (REFERENCE_THRESHOLDS[0], REFERENCE_THRESHOLDS[1], threshold)
-        rgb = as_rgb(image)
-        height, width = rgb.shape[:2]
-        scales = _pyramid_scales(height, width, min_face_size)
-        if not scales:
-            return []
-        table = _integral_image(rgb)
-        boxes = self._proposals(table, scales, thresholds[0])
-        if len(boxes):
-            boxes = self._refine(table, boxes, height, width, thresholds[1])
-        if not len(boxes):
-            return []
-        boxes, scores, points = self._output(table, boxes, height, width, thresholds[2])
-        ranked = np.argsort(-scores, kind="stable")[:max_faces]
-        boxes, points = boxes.astype(np.float64), points.astype(np.float64)
-        return [Detection(box=boxes[i], score=float(scores[i]), landmarks=points[i]) for i in ranked]
+        return self.detect_batch([image], [DetectionOptions(min_face_size, threshold, max_faces)])[0]
 
-    def _proposals(self, table: np.ndarray, scales: list[float], threshold: float) -> np.ndarray:
-        """P-Net over the pyramid: squared candidate boxes (N, 4) float32."""
-        height, width = table.shape[0] - 1, table.shape[1] - 1
-        per_scale: list[np.ndarray] = []
-        for scale in scales:
-            out_h, out_w = int(height * scale + 1), int(width * scale + 1)
-            reg, prob = self.pnet.run(_resize_image(table, out_h, out_w))
-            face = prob[0, 1]
-            ys, xs = np.nonzero(face >= np.float32(threshold))  # float32 ">=", as the reference
-            if ys.size:
-                scores = face[ys, xs]
-                corner = np.stack([xs, ys], axis=1).astype(np.float32) * np.float32(2)
-                s = np.float32(scale)
-                # Each P-Net output cell sees a 12x12 window at stride 2 of the level.
-                cand = np.empty((ys.size, 9), np.float32)
-                cand[:, 0:2] = np.floor((corner + np.float32(1)) / s)
-                cand[:, 2:4] = np.floor((corner + np.float32(PNET_CELL)) / s)
-                cand[:, 4] = scores
-                cand[:, 5:9] = reg[0][:, ys, xs].T
-                per_scale.append(cand[_nms_iou(cand[:, :4], scores, NMS_PER_SCALE)])
-        if not per_scale:
-            return np.empty((0, 4), np.float32)
-        cand = np.concatenate(per_scale)
-        cand = cand[_nms_iou(cand[:, :4], cand[:, 4], NMS_ACROSS)]
-        w = cand[:, 2] - cand[:, 0]
-        h = cand[:, 3] - cand[:, 1]
-        boxes = cand[:, :4] + cand[:, 5:9] * np.stack([w, h, w, h], axis=1)
-        return _square(boxes)
+    def detect_batch(
+        self, images: Sequence[np.ndarray], options: Sequence[DetectionOptions]
+    ) -> list[list[Detection]]:
+        """:meth:`detect` for several photos, each with its own options. With buckets, the photos
+        share runs: their pyramid levels packed into a few canvases for P-Net, all their candidates
+        in R- and O-Net's. Without (the CPU), one photo after another: shared runs' larger tensors
+        measured slower there (docs/decisions/embedder.md)."""
+        if self.buckets:
+            return self._detect_together(images, options)
+        return [
+            faces
+            for image, opts in zip(images, options, strict=True)
+            for faces in self._detect_together([image], [opts])
+        ]
 
-    def _crops(
-        self, table: np.ndarray, boxes: np.ndarray, height: int, width: int, size: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(crops (M, 3, size, size), indices of the boxes they came from).
+    def _detect_together(
+        self, images: Sequence[np.ndarray], options: Sequence[DetectionOptions]
+    ) -> list[list[Detection]]:
+        found: list[list[Detection]] = [[] for _ in images]
+        photos: dict[int, _Photo] = {}
+        for index, (image, opts) in enumerate(zip(images, options, strict=True)):
+            rgb = as_rgb(image)
+            scales = _pyramid_scales(rgb.shape[0], rgb.shape[1], opts.min_face_size)
+            if scales:
+                photos[index] = _Photo(_integral_image(rgb), opts, scales)
+        levels = [
+            _Level(index, scale, *photo.level_size(scale))
+            for index, photo in photos.items()
+            for scale in photo.scales
+        ]
+        maps = self._pnet_packed(photos, levels) if self.buckets else self._pnet_each(photos, levels)
+        per_scale: dict[int, list[np.ndarray]] = defaultdict(list)
+        for level, (reg, face) in zip(levels, maps, strict=True):
+            cand = _level_proposals(level.scale, reg, face, REFERENCE_THRESHOLDS[0])
+            if len(cand):
+                per_scale[level.photo].append(cand)
+        boxes = {index: _proposals(candidates) for index, candidates in per_scale.items()}
+        boxes = self._refine(photos, boxes)
+        for index, (photo_boxes, scores, points) in self._output(photos, boxes).items():
+            ranked = np.argsort(-scores, kind="stable")[: photos[index].options.max_faces]
+            photo_boxes, points = photo_boxes.astype(np.float64), points.astype(np.float64)
+            found[index] = [
+                Detection(box=photo_boxes[i], score=float(scores[i]), landmarks=points[i]) for i in ranked
+            ]
+        return found
 
-        The crop is the box truncated to integers and clipped to the image, as the
-        reference does; boxes with nothing inside the image are dropped (the reference
-        would fail on them).
+    def _pnet_each(
+        self, photos: dict[int, _Photo], levels: list[_Level]
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """P-Net's (reg (4, h, w), face probability (h, w)) per level, one run per level."""
+        maps = []
+        for level in levels:
+            reg, prob = self.pnet.run(_resize_image(photos[level.photo].table, level.height, level.width))
+            maps.append((reg[0], prob[0, 1]))
+        return maps
+
+    def _pnet_packed(
+        self, photos: dict[int, _Photo], levels: list[_Level]
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`_pnet_each`'s outputs from levels packed into square canvases.
+
+        Levels sit at even offsets, so the 2x2 pool windows align with each level's own; the mask
+        channel marks each level's conv1 outputs, so a partial (ceil-mode) pool window at a
+        level's edge sees nothing outside it; a level's output cells are read back from its place.
         """
-        ints = np.trunc(boxes).astype(np.int64)
-        x0 = np.maximum(ints[:, 0], 1) - 1
-        y0 = np.maximum(ints[:, 1], 1) - 1
-        x1 = np.minimum(ints[:, 2], width)
-        y1 = np.minimum(ints[:, 3], height)
-        valid = np.flatnonzero((x1 > x0) & (y1 > y0))
-        top, left = y0[valid], x0[valid]
-        return _resize_regions(table, top, left, y1[valid] - top, x1[valid] - left, size), valid
+        if not levels:
+            return []
+        sizes = [(level.height, level.width) for level in levels]
+        side, ladder, placements, count = self._canvas_plan(sizes)
+        maps: list[tuple[np.ndarray, np.ndarray]] = [(np.empty(0), np.empty(0))] * len(levels)
+        on_canvas: dict[int, list[int]] = defaultdict(list)
+        for number, placement in enumerate(placements):
+            on_canvas[placement.canvas].append(number)
+        for first in range(0, count, ladder.cap):
+            run = range(first, min(first + ladder.cap, count))
+            canvases = np.zeros((ladder.bucket(len(run)), 4, side, side), np.float32)
+            canvases[:, 3] = PACKED_MASK_OFF
+            placed = [number for canvas in run for number in on_canvas[canvas]]
+            for number in placed:
+                level, place = levels[number], placements[number]
+                top, left, height, width = place.top, place.left, level.height, level.width
+                pixels = _resize_image(photos[level.photo].table, height, width)[0]
+                canvases[place.canvas - first, :3, top : top + height, left : left + width] = pixels
+                canvases[place.canvas - first, 3, top : top + height - 2, left : left + width - 2] = 0
+            reg, prob = self.pnet.run(canvases)
+            for number in placed:
+                place, (out_h, out_w) = placements[number], levels[number].outputs
+                rows = slice(place.top // 2, place.top // 2 + out_h)
+                cols = slice(place.left // 2, place.left // 2 + out_w)
+                maps[number] = (
+                    reg[place.canvas - first, :, rows, cols],
+                    prob[place.canvas - first, 1, rows, cols],
+                )
+        return maps
 
-    def _refine(
-        self, table: np.ndarray, boxes: np.ndarray, height: int, width: int, threshold: float
-    ) -> np.ndarray:
-        """R-Net: re-scores and regresses the proposals; squared boxes (N, 4) float32."""
-        crops, valid = self._crops(table, boxes, height, width, 24)
-        if not valid.size:
-            return np.empty((0, 4), np.float32)
-        reg, prob = self.rnet.run(crops)
-        score = prob[:, 1]
-        passed = np.flatnonzero(score > np.float32(threshold))  # float32 ">", as the reference
-        boxes, score, reg = boxes[valid[passed]], score[passed], reg[passed]
-        keep = _nms_iou(boxes, score, NMS_ACROSS)
-        return _square(_regress(boxes[keep], reg[keep]))
+    def _canvas_plan(self, sizes: list[tuple[int, int]]) -> tuple[int, BatchLadder, list[Placement], int]:
+        """The canvas side, its ladder, each level's placement and the count of canvases: of the
+        few smallest sides that hold the longest level, the one with the fewest pixels to run."""
+        longest = max(max(size) for size in sizes)
+        sides = [side for side in PNET_CANVAS_SIDES if side >= longest][:PNET_SIDE_CHOICES]
+        if not sides:
+            side = -(-longest // PNET_CANVAS_SIDES[-1]) * PNET_CANVAS_SIDES[-1]
+            placements, count = pack(sizes, side)
+            return side, BatchLadder(1), placements, count
+        plans = []
+        for side in sides:
+            ladder = self.pnet_canvases[side]
+            placements, count = pack(sizes, side)
+            full, rest = divmod(count, ladder.cap)
+            pixels = (full * ladder.cap + (ladder.bucket(rest) if rest else 0)) * side**2
+            plans.append((pixels, side, ladder, placements, count))
+        _, side, ladder, placements, count = min(plans, key=lambda plan: plan[:2])
+        return side, ladder, placements, count
+
+    def _stage(
+        self,
+        model: OnnxModel,
+        ladder: BatchLadder,
+        photos: dict[int, _Photo],
+        boxes: dict[int, np.ndarray],
+        size: int,
+    ) -> dict[int, tuple[np.ndarray, list[np.ndarray]]]:
+        """Every photo's boxes cropped and resized to ``size``, through ``model`` in shared runs:
+        per photo, the indices of the boxes cropped and the model's outputs for them."""
+        crops = {
+            index: _crops(photos[index].table, photo_boxes, size) for index, photo_boxes in boxes.items()
+        }
+        crops = {index: crop for index, crop in crops.items() if crop[1].size}
+        if not crops:
+            return {}
+        batch = np.concatenate([pixels for pixels, _ in crops.values()])
+        outputs = ladder.run(model, batch, padded=True) if self.buckets else model.run(batch)
+        bounds = np.cumsum([valid.size for _, valid in crops.values()])[:-1]
+        split = [np.split(output, bounds) for output in outputs]
+        return {
+            index: (valid, [parts[row] for parts in split])
+            for row, (index, (_, valid)) in enumerate(crops.items())
+        }
+
+    def _refine(self, photos: dict[int, _Photo], boxes: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+        """R-Net: re-scores and regresses each photo's proposals; squared boxes (N, 4) float32."""
+        refined = {}
+        for index, (valid, (reg, prob)) in self._stage(
+            self.rnet, self.rnet_batches, photos, boxes, 24
+        ).items():
+            score = prob[:, 1]
+            passed = np.flatnonzero(
+                score > np.float32(REFERENCE_THRESHOLDS[1])
+            )  # float32 ">", as the reference
+            photo_boxes, score, reg = boxes[index][valid[passed]], score[passed], reg[passed]
+            keep = _nms_iou(photo_boxes, score, NMS_ACROSS)
+            if keep.size:
+                refined[index] = _square(_regress(photo_boxes[keep], reg[keep]))
+        return refined
 
     def _output(
-        self, table: np.ndarray, boxes: np.ndarray, height: int, width: int, threshold: float
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """O-Net: final boxes (N, 4), scores (N,), landmarks (N, 5, 2)."""
-        crops, valid = self._crops(table, boxes, height, width, 48)
-        if not valid.size:
-            return np.empty((0, 4), np.float32), np.empty(0, np.float32), np.empty((0, 5, 2), np.float32)
-        reg, marks, prob = self.onet.run(crops)
-        score = prob[:, 1]
-        passed = np.flatnonzero(score > np.float32(threshold))
-        boxes, score, reg, marks = boxes[valid[passed]], score[passed], reg[passed], marks[passed]
-        # Landmarks are relative to the box O-Net saw, before this stage's regression.
-        one = np.float32(1)
-        w = (boxes[:, 2] - boxes[:, 0] + one)[:, None]
-        h = (boxes[:, 3] - boxes[:, 1] + one)[:, None]
-        xs = w * marks[:, :5] + boxes[:, 0:1] - one
-        ys = h * marks[:, 5:] + boxes[:, 1:2] - one
-        points = np.stack([xs, ys], axis=2)
-        boxes = _regress(boxes, reg)
-        keep = _nms_min(boxes, score, NMS_OUTPUT)
-        return boxes[keep], score[keep], points[keep]
+        self, photos: dict[int, _Photo], boxes: dict[int, np.ndarray]
+    ) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """O-Net: each photo's final boxes (N, 4), scores (N,), landmarks (N, 5, 2)."""
+        final = {}
+        for index, (valid, (reg, marks, prob)) in self._stage(
+            self.onet, self.onet_batches, photos, boxes, 48
+        ).items():
+            score = prob[:, 1]
+            passed = np.flatnonzero(score > np.float32(photos[index].options.threshold))
+            photo_boxes, score = boxes[index][valid[passed]], score[passed]
+            reg, marks = reg[passed], marks[passed]
+            # Landmarks are relative to the box O-Net saw, before this stage's regression.
+            one = np.float32(1)
+            w = (photo_boxes[:, 2] - photo_boxes[:, 0] + one)[:, None]
+            h = (photo_boxes[:, 3] - photo_boxes[:, 1] + one)[:, None]
+            xs = w * marks[:, :5] + photo_boxes[:, 0:1] - one
+            ys = h * marks[:, 5:] + photo_boxes[:, 1:2] - one
+            points = np.stack([xs, ys], axis=2)
+            photo_boxes = _regress(photo_boxes, reg)
+            keep = _nms_min(photo_boxes, score, NMS_OUTPUT)
+            final[index] = (photo_boxes[keep], score[keep], points[keep])
+        return final

@@ -14,6 +14,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from embedder_service.models.base import OnnxModel
+from embedder_service.models.buckets import BatchLadder, ModelShapes
 from embedder_service.models.session import RuntimeOptions
 
 
@@ -49,8 +50,14 @@ class FaceEncoder(OnnxModel):
         super().__init__(models_dir / spec.file, runtime)
         self.spec = spec
         self.max_batch = max_batch
+        self.batches = BatchLadder(max_batch)
         self._mean = np.asarray(spec.mean, dtype=np.float32).reshape(1, 3, 1, 1)
         self._scale = np.asarray(spec.scale, dtype=np.float32).reshape(1, 3, 1, 1)
+
+    def shape_buckets(self) -> list[ModelShapes]:
+        """Every input shape with buckets on: the ladder's batch sizes of chips."""
+        size = self.spec.input_size
+        return [ModelShapes(self, self.batches.shapes((3, size, size)))]
 
     def preprocess(self, chips: np.ndarray) -> np.ndarray:
         """N x H x W x 3 RGB uint8 -> N x 3 x H x W float32, normalised as the spec says."""
@@ -69,9 +76,8 @@ class FaceEncoder(OnnxModel):
             return np.zeros((0, self.spec.dimension), dtype=np.float32)
         batch = np.concatenate([chips, chips[:, :, ::-1]]) if flip_augment else chips
         tensor = self.preprocess(np.ascontiguousarray(batch))
-        raw = np.concatenate(
-            [self.run(tensor[i : i + self.max_batch])[0] for i in range(0, len(tensor), self.max_batch)]
-        )
+        # With shape buckets, each run is padded up to the ladder's next batch size.
+        raw = self.batches.run(self, tensor, padded=self.runtime.buckets)[0]
         if flip_augment:
             raw = raw[: len(chips)] + raw[len(chips) :]
         norms = np.linalg.norm(raw, axis=1, keepdims=True)

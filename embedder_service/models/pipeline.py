@@ -6,41 +6,17 @@ import itertools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import cv2
 import numpy as np
 
 from embedder_service.models.aligner import FaceAligner
-from embedder_service.models.detector import Detection
+from embedder_service.models.detection import Detection, DetectionOptions, FaceDetector
 from embedder_service.models.encoder import FaceEncoder
 from embedder_service.telemetry import DOWNSCALED_DETECTIONS, MODEL_SECONDS
 
-
-@dataclass(frozen=True)
-class DetectionOptions:
-    """One request's detection parameters; the service fills them from its settings."""
-
-    min_face_size: int
-    threshold: float  # the detector's score cut-off
-    max_faces: int | None = None  # None: every face found
-
-
-class FaceDetector(Protocol):
-    """What the pipeline needs of a detector: any of ``models/detectors.py``, or a test's stand-in.
-
-    ``smallest_face`` is the side, in the pixels it sees, of the smallest face it can find.
-    """
-
-    @property
-    def smallest_face(self) -> int: ...
-
-    @property
-    def providers_in_use(self) -> list[str]: ...
-
-    def detect(
-        self, image: np.ndarray, min_face_size: int, threshold: float, max_faces: int | None = None
-    ) -> list[Detection]: ...
+# A blank photo has no faces whatever the options: warming up only opens the sessions and runs each net.
+WARM_UP_OPTIONS = DetectionOptions(min_face_size=20, threshold=0.5)
 
 
 @dataclass(frozen=True)
@@ -115,25 +91,36 @@ class FacePipeline:
 
     def detect_input(self, prepared: DetectionInput, options: DetectionOptions) -> list[Detection]:
         """Runs the detector on what :meth:`detection_input` prepared; boxes in the photo's pixels."""
-        started = time.perf_counter()
-        detections = self.detector.detect(
-            prepared.pixels,
-            min_face_size=prepared.min_face_size,
-            threshold=options.threshold,
-            max_faces=options.max_faces,
-        )
-        MODEL_SECONDS.labels("detector").observe(time.perf_counter() - started)
-        (height, width), (seen_height, seen_width) = prepared.photo_size, prepared.pixels.shape[:2]
-        if (height, width) == (seen_height, seen_width):
-            return detections
-        return [_scaled(face, width / seen_width, height / seen_height) for face in detections]
+        return self.detect_inputs([prepared], [options])[0]
 
     def detect_inputs(
         self, prepared: Sequence[DetectionInput], options: Sequence[DetectionOptions]
     ) -> list[list[Detection]]:
-        """:meth:`detect_input` for several photos at once, each with its own options: what one
-        batched detection run of the scheduler does."""
-        return [self.detect_input(one, opts) for one, opts in zip(prepared, options, strict=True)]
+        """:meth:`detect_input` for several photos, each with its own options, in the detector's
+        shared runs: what one batched detection run of the scheduler does."""
+        started = time.perf_counter()
+        found = self.detector.detect_batch(
+            [one.pixels for one in prepared],
+            [
+                DetectionOptions(one.min_face_size, opts.threshold, opts.max_faces)
+                for one, opts in zip(prepared, options, strict=True)
+            ],
+        )
+        MODEL_SECONDS.labels("detector").observe(time.perf_counter() - started)
+        return [_in_photo(one, detections) for one, detections in zip(prepared, found, strict=True)]
+
+    def warm_up(self) -> None:
+        """Opens every session and runs each model: with shape buckets, once on every shape it
+        will run on, so that serving searches no algorithm and allocates no new buffers; without,
+        once on a small blank photo and once on one chip."""
+        if self.encoder.runtime.buckets:
+            for entry in [*self.detector.shape_buckets(), *self.encoder.shape_buckets()]:
+                for shape in entry.shapes:
+                    entry.model.run(np.zeros(shape, np.float32))
+            return
+        self.detect(np.zeros((160, 160, 3), np.uint8), WARM_UP_OPTIONS)
+        size = self.encoder.spec.input_size
+        self.encoder.embed(np.zeros((1, size, size, 3), np.uint8))
 
     def align(self, images: Sequence[np.ndarray], detections: Sequence[Sequence[Detection]]) -> np.ndarray:
         """The chips of every face of every image, in order: N x size x size x 3."""
@@ -163,7 +150,8 @@ class FacePipeline:
     def analyze(
         self, images: Sequence[np.ndarray], options: DetectionOptions, with_embeddings: bool = True
     ) -> list[list[Face]]:
-        detections = [self.detect(image, options) for image in images]
+        prepared = [self.detection_input(image, options) for image in images]
+        detections = self.detect_inputs(prepared, [options] * len(images))
         return faces_of(detections, self.embed(images, detections) if with_embeddings else None)
 
 
@@ -183,6 +171,14 @@ def faces_of(
         [Face(face, vector) for face, vector in zip(faces, image_vectors, strict=True)]
         for faces, image_vectors in zip(detections, vectors, strict=True)
     ]
+
+
+def _in_photo(prepared: DetectionInput, detections: list[Detection]) -> list[Detection]:
+    """Detections on what :meth:`FacePipeline.detection_input` prepared, in the photo's pixels."""
+    (height, width), (seen_height, seen_width) = prepared.photo_size, prepared.pixels.shape[:2]
+    if (height, width) == (seen_height, seen_width):
+        return detections
+    return [_scaled(face, width / seen_width, height / seen_height) for face in detections]
 
 
 def _scaled(face: Detection, x_factor: float, y_factor: float) -> Detection:

@@ -14,10 +14,22 @@ import cv2
 import numpy as np
 
 from embedder_service.models.base import OnnxModel
-from embedder_service.models.detector import Detection, as_rgb
+from embedder_service.models.buckets import BatchLadder, ModelShapes
+from embedder_service.models.detection import Detection, DetectionOptions
+from embedder_service.models.detector import as_rgb
 from embedder_service.models.session import RuntimeOptions
 
 STRIDES = (8, 16, 32)
+BATCH = 16  # canvases per run at most, with shape buckets on and a graph that batches
+
+
+@dataclass(frozen=True)
+class _Fitted:
+    """A photo in its canvas: the canvas, the photo's (height, width) and its scaled size in the canvas."""
+
+    canvas: np.ndarray
+    photo_size: tuple[int, int]
+    seen_size: tuple[int, int]
 
 
 @dataclass(frozen=True)
@@ -56,6 +68,7 @@ class SingleShotDetector(ABC):
 
     def __init__(self, model_path: Path, runtime: RuntimeOptions) -> None:
         self.model = OnnxModel(model_path, runtime)
+        self.batches = BatchLadder(BATCH)
 
     @property
     def providers_in_use(self) -> list[str]:
@@ -73,7 +86,34 @@ class SingleShotDetector(ABC):
         self, image: np.ndarray, min_face_size: int, threshold: float, max_faces: int | None = None
     ) -> list[Detection]:
         """Faces at least ``min_face_size`` px on their longer side, highest score first."""
-        rgb = as_rgb(image)
+        return self.detect_batch([image], [DetectionOptions(min_face_size, threshold, max_faces)])[0]
+
+    def detect_batch(
+        self, images: Sequence[np.ndarray], options: Sequence[DetectionOptions]
+    ) -> list[list[Detection]]:
+        """:meth:`detect` for several photos, each with its own options. With shape buckets each
+        sits in a ``max_side`` square canvas (unless the graph's input is fixed), and a graph with a
+        batch dimension runs them together, padded to the ladder's batch sizes."""
+        fitted = [self._fit(as_rgb(image)) for image in images]
+        blobs = [self.blob(one.canvas) for one in fitted]
+        names = [output.name for output in self.model.session.get_outputs()]
+        if self.model.runtime.buckets and self._batched():
+            outputs = self.batches.run(self.model, np.concatenate(blobs), padded=True)
+            rows = [[output[row : row + 1] for output in outputs] for row in range(len(blobs))]
+        else:
+            rows = [self.model.run(blob) for blob in blobs]
+        return [
+            self._faces(one, dict(zip(names, row, strict=True)), opts)
+            for one, row, opts in zip(fitted, rows, options, strict=True)
+        ]
+
+    def shape_buckets(self) -> list[ModelShapes]:
+        """The one canvas with buckets on, in each of the ladder's batch sizes if the graph batches."""
+        row = (3, *self._canvas_size(self.max_side, self.max_side))
+        return [ModelShapes(self.model, self.batches.shapes(row) if self._batched() else ((1, *row),))]
+
+    def _fit(self, rgb: np.ndarray) -> _Fitted:
+        """The photo scaled to the net's input, in the top-left corner of its canvas."""
         height, width = rgb.shape[:2]
         fixed = self._fixed_input()
         if fixed is None:
@@ -81,8 +121,7 @@ class SingleShotDetector(ABC):
         else:
             factor = min(fixed[0] / height, fixed[1] / width)
         seen_w, seen_h = max(1, round(width * factor)), max(1, round(height * factor))
-        canvas_h, canvas_w = fixed or (_padded(seen_h), _padded(seen_w))
-        canvas = np.zeros((canvas_h, canvas_w, 3), np.uint8)
+        canvas = np.zeros((*self._canvas_size(seen_h, seen_w), 3), np.uint8)
         canvas[:seen_h, :seen_w] = (
             rgb
             if (seen_h, seen_w) == (height, width)
@@ -90,22 +129,38 @@ class SingleShotDetector(ABC):
                 rgb, (seen_w, seen_h), interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
             )
         )
-        session = self.model.session
-        names = [output.name for output in session.get_outputs()]
-        outputs = dict(
-            zip(names, session.run(names, {session.get_inputs()[0].name: self.blob(canvas)}), strict=True)
-        )
-        found = self.decode(outputs, canvas_h, canvas_w, threshold)
-        keep = self._nms(found, threshold)
+        return _Fitted(canvas, (height, width), (seen_h, seen_w))
+
+    def _canvas_size(self, seen_h: int, seen_w: int) -> tuple[int, int]:
+        """The graph's fixed size; with buckets the ``max_side`` square; else the photo padded to 32."""
+        fixed = self._fixed_input()
+        if fixed is not None:
+            return fixed
+        if self.model.runtime.buckets:
+            return self.max_side, self.max_side
+        return _padded(seen_h), _padded(seen_w)
+
+    def _faces(
+        self, fitted: _Fitted, outputs: dict[str, np.ndarray], options: DetectionOptions
+    ) -> list[Detection]:
+        canvas_h, canvas_w = fitted.canvas.shape[:2]
+        found = self.decode(outputs, canvas_h, canvas_w, options.threshold)
+        keep = self._nms(found, options.threshold)
+        (height, width), (seen_h, seen_w) = fitted.photo_size, fitted.seen_size
         scale = np.array([width / seen_w, height / seen_h])
         boxes = found.boxes[keep].reshape(-1, 2, 2).astype(np.float64) * scale
         landmarks = found.landmarks[keep].astype(np.float64) * scale
         scores = found.scores[keep]
         sides = (boxes[:, 1] - boxes[:, 0]).max(axis=1)
-        kept = [i for i in np.argsort(-scores, kind="stable") if sides[i] >= min_face_size][:max_faces]
+        kept = [i for i in np.argsort(-scores, kind="stable") if sides[i] >= options.min_face_size]
         return [
-            Detection(box=boxes[i].reshape(4), score=float(scores[i]), landmarks=landmarks[i]) for i in kept
+            Detection(box=boxes[i].reshape(4), score=float(scores[i]), landmarks=landmarks[i])
+            for i in kept[: options.max_faces]
         ]
+
+    def _batched(self) -> bool:
+        """Whether the graph's batch dimension is dynamic."""
+        return not isinstance(self.model.session.get_inputs()[0].shape[0], int)
 
     def _fixed_input(self) -> tuple[int, int] | None:
         """(height, width) of a graph with a fixed input size; None for a dynamic one."""

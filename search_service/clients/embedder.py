@@ -201,7 +201,7 @@ class EmbedderClient:
         self, uploads: Sequence[Upload], *, min_face_size: int | None = None, threshold: float | None = None
     ) -> Outcomes:
         """As ``detect``, except that a photo the embedder refuses fails only itself: its entry is
-        the EmbedderRejectedError naming it."""
+        the EmbedderRejectedError naming it. Up to ``batches_in_flight`` batches are sent at once."""
         if not uploads:
             raise ValueError("detect needs at least one upload")
         params: dict[str, str | int | float] = {"embeddings": "true", "landmarks": "true"}
@@ -209,7 +209,20 @@ class EmbedderClient:
             params["min_face_size"] = min_face_size
         if threshold is not None:
             params["threshold"] = threshold
-        return _merge([await self._detect_batch(batch, params) for batch in self._batches(uploads)])
+        slots = asyncio.Semaphore(self._settings.batches_in_flight)
+
+        async def detect_batch(batch: list[Upload]) -> Outcomes:
+            async with slots:
+                return await self._detect_batch(batch, params)
+
+        tasks = [asyncio.ensure_future(detect_batch(batch)) for batch in self._batches(uploads)]
+        try:
+            # In order; the first failure of a whole batch fails the request and stops the others.
+            return _merge(await asyncio.gather(*tasks))
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks)  # nothing of this request left talking to the embedder
 
     async def status(self) -> EmbedderStatus:
         """The embedder's model when it answers, else why not: the probe's last finding while it is

@@ -323,12 +323,15 @@ class SearchService:
         # The container may understate the length: count the samples too (one per 1/sample_fps s).
         max_samples = math.floor(limit * self._video.sample_fps) + 1
         samples = 0
+        counting = threading.Lock()  # process_video calls detect from several threads at once
         model_threshold: float | None = None
 
         def detect(frames: list[np.ndarray]) -> list[list[FaceObservation]]:
             nonlocal samples, model_threshold
-            samples += len(frames)
-            if samples > max_samples:
+            with counting:
+                samples += len(frames)
+                too_many = samples > max_samples
+            if too_many:
                 raise ClipTooLongError(f"{too_long}; this one lasts longer than its header says")
             faces, model_threshold = self._frames.embed(frames)
             return faces

@@ -3,8 +3,9 @@
 An upload is probed first (its container read, its first frame decoded): what is no video is
 refused and nothing kept. A video is stored and answered at once with a job; a worker thread then
 samples frames, sends them in batches to the embedder through the service's own client (on the
-event loop), links the faces into tracks and people, and stores people, tracks, thumbnails and a
-few vectors per track in one transaction. Only then do the vectors enter the index.
+event loop; a few batches in flight, so that the embedder never waits for the decoder), links the
+faces into tracks and people, and stores people, tracks, thumbnails and a few vectors per track in
+one transaction. Only then do the vectors enter the index.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ def analyse_video(
         progress=None if control is None else control.report,
         should_cancel=None if control is None else control.should_stop,
         batch_size=settings.batch_frames,
+        batches_in_flight=settings.batches_in_flight,
         max_side=settings.max_side,
     )
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Generator
+from collections import deque
+from collections.abc import Callable, Generator, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import structlog
@@ -18,6 +20,7 @@ from search_service.domain import FaceObservation, StageTimings, VideoAnalysis
 from search_service.video.decoder import (
     DEFAULT_SAMPLE_FPS,
     SampledFrame,
+    VideoDecodeError,
     downscale_factor,
     probe,
     sample_frames,
@@ -30,6 +33,8 @@ log = structlog.get_logger(__name__)
 DetectAndEmbed = Callable[[list[np.ndarray]], list[list[FaceObservation]]]
 # (fraction done 0..1, frames processed, faces found so far)
 ProgressCallback = Callable[[float, int, int], None]
+# A batch handed to detect_and_embed, and its pending result.
+_Sent = tuple[list[SampledFrame], Future[list[list[FaceObservation]]]]
 
 
 class VideoCancelled(Exception):
@@ -44,28 +49,39 @@ def process_video(
     progress: ProgressCallback | None = None,
     should_cancel: Callable[[], bool] | None = None,
     batch_size: int = 8,
+    batches_in_flight: int = 3,
     max_side: int | None = None,
     tracker_config: TrackerConfig | None = None,
 ) -> VideoAnalysis:
     """Analyse one video file.
 
     ``detect_and_embed`` gets up to ``batch_size`` RGB frames at a time and must return one list
-    of faces per frame, in order. ``max_side`` downscales frames before detection (longest side in
-    pixels), the main lever on detection time; results are mapped back to source pixels.
-    ``should_cancel`` is polled once per sampled frame (keep it cheap) and ``progress`` called after
-    every batch, with a fraction that never decreases and ends at 1.0.
+    of faces per frame, in order. Up to ``batches_in_flight`` batches are with it at once, each
+    call on a thread of its own (so it must be thread-safe), while the next batch decodes; the
+    tracker takes their results strictly in frame order, so the analysis does not depend on
+    ``batches_in_flight``, and at most ``batches_in_flight x batch_size`` sampled frames are held.
+    ``max_side`` downscales frames before detection (longest side in pixels), the main lever on
+    detection time; results are mapped back to source pixels. ``should_cancel`` is polled once per
+    sampled frame (keep it cheap) and ``progress`` called after every batch, with a fraction that
+    never decreases and ends at 1.0.
 
     Raises :class:`~search_service.video.decoder.VideoDecodeError` for files that are not decodable
-    video, :class:`VideoCancelled` on cancellation; errors of ``detect_and_embed`` propagate.
+    video, :class:`VideoCancelled` on cancellation; errors of ``detect_and_embed`` propagate. Errors
+    come as if the batches had run one after another: the first failing batch's error, or a decode
+    error or cancellation only when every batch sent before it succeeded. Nothing is left running
+    with ``detect_and_embed`` when this returns or raises.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if batches_in_flight < 1:
+        raise ValueError(f"batches_in_flight must be at least 1, got {batches_in_flight}")
     if not sample_fps > 0:
         raise ValueError(f"sample_fps must be positive, got {sample_fps}")
     started = time.perf_counter()
     info = probe(path)
     scale = downscale_factor(info.width, info.height, max_side)
     tracker = FaceTracker(1.0 / sample_fps, tracker_config, image_scale=scale, duration=info.duration)
+    # detect: waiting for the embedder's results, i.e. its time not hidden behind decoding.
     decode = detect = tracking = 0.0
     frames_done = faces_seen = 0
     reported = 0.0
@@ -78,29 +94,43 @@ def process_video(
 
     report(0.0)
     frames: Generator[SampledFrame, None, None] = sample_frames(path, sample_fps, max_side=max_side)
-    try:
-        while True:
-            mark = time.perf_counter()
-            batch = _read_batch(frames, batch_size, should_cancel)
-            decode += time.perf_counter() - mark
-            if not batch:
-                break
-            mark = time.perf_counter()
-            found = detect_and_embed([f.image_rgb for f in batch])
-            detect += time.perf_counter() - mark
-            if len(found) != len(batch):
-                raise ValueError(f"detect_and_embed gave {len(found)} results for {len(batch)} frames")
-            mark = time.perf_counter()
-            for sampled, faces in zip(batch, found, strict=True):
-                tracker.update(sampled.t_seconds, [_to_source(f, scale) for f in faces], sampled.image_rgb)
-                faces_seen += len(faces)
-            tracking += time.perf_counter() - mark
-            frames_done += len(batch)
-            # Never 1.0 before the end: the tracks are not summarised yet.
-            report(0.99 * batch[-1].t_seconds / info.duration if info.duration > 0 else 0.0)
-    finally:
-        # Closes the container at once, also on cancellation or a failing callback.
-        frames.close()
+    # Sent to detect_and_embed and not yet tracked, oldest first.
+    in_flight: deque[_Sent] = deque()
+    # As many threads as batches in flight: a batch is never queued behind another one here.
+    with ThreadPoolExecutor(batches_in_flight, thread_name_prefix="video-detect") as pool:
+        try:
+            decoding = True
+            while decoding or in_flight:
+                if decoding:
+                    mark = time.perf_counter()
+                    batch = _read_batch(frames, batch_size, should_cancel, in_flight)
+                    decode += time.perf_counter() - mark
+                    decoding = len(batch) == batch_size
+                    if batch:
+                        images = [f.image_rgb for f in batch]
+                        in_flight.append((batch, pool.submit(detect_and_embed, images)))
+                if not in_flight or (decoding and len(in_flight) < batches_in_flight):
+                    continue
+                batch, future = in_flight.popleft()
+                mark = time.perf_counter()
+                found = future.result()
+                detect += time.perf_counter() - mark
+                if len(found) != len(batch):
+                    raise ValueError(f"detect_and_embed gave {len(found)} results for {len(batch)} frames")
+                mark = time.perf_counter()
+                for sampled, faces in zip(batch, found, strict=True):
+                    tracker.update(
+                        sampled.t_seconds, [_to_source(f, scale) for f in faces], sampled.image_rgb
+                    )
+                    faces_seen += len(faces)
+                tracking += time.perf_counter() - mark
+                frames_done += len(batch)
+                # Never 1.0 before the end: the tracks are not summarised yet.
+                report(0.99 * batch[-1].t_seconds / info.duration if info.duration > 0 else 0.0)
+        finally:
+            # Closes the container at once, also on cancellation or a failing callback; leaving the
+            # pool then waits for the batches still in flight, whose results are dropped.
+            frames.close()
     mark = time.perf_counter()
     people = tracker.finish()
     tracking += time.perf_counter() - mark
@@ -113,6 +143,7 @@ def process_video(
         frames_sampled=frames_done,
         faces=faces_seen,
         people=len(people),
+        batches_in_flight=batches_in_flight,
         **{f"seconds_{k}": round(v, 3) for k, v in dataclasses.asdict(timings).items()},
     )
     return VideoAnalysis(
@@ -129,17 +160,29 @@ def process_video(
 
 
 def _read_batch(
-    frames: Generator[SampledFrame, None, None], size: int, should_cancel: Callable[[], bool] | None
+    frames: Generator[SampledFrame, None, None],
+    size: int,
+    should_cancel: Callable[[], bool] | None,
+    sent: Iterable[_Sent],
 ) -> list[SampledFrame]:
-    """Up to ``size`` frames; fewer only at the end of the video."""
+    """Up to ``size`` frames; fewer only at the end of the video.
+
+    When decoding fails or the video is cancelled, a failure of a batch already ``sent`` is raised
+    instead, as it would have been had that batch finished before this one was decoded.
+    """
     batch: list[SampledFrame] = []
-    while len(batch) < size:
-        if should_cancel is not None and should_cancel():
-            raise VideoCancelled("video processing was cancelled")
-        frame = next(frames, None)
-        if frame is None:
-            break
-        batch.append(frame)
+    try:
+        while len(batch) < size:
+            if should_cancel is not None and should_cancel():
+                raise VideoCancelled("video processing was cancelled")
+            frame = next(frames, None)
+            if frame is None:
+                break
+            batch.append(frame)
+    except (VideoCancelled, VideoDecodeError):
+        for _, future in sent:
+            future.result()
+        raise
     return batch
 
 

@@ -83,6 +83,7 @@ def test_every_model_states_its_licence(built: Path) -> None:
         "mtcnn_pnet": "MIT (facenet-pytorch)",
         "mtcnn_rnet": "MIT (facenet-pytorch)",
         "mtcnn_onet": "MIT (facenet-pytorch)",
+        "mtcnn_pnet_packed": "MIT (facenet-pytorch)",
         "dlib_resnet_v1": "CC0-1.0 (dlib's face recognition ResNet, public domain)",
     }
 

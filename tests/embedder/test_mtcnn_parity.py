@@ -28,12 +28,12 @@ MAX_PIXELS = 1.0
 MAX_SCORE = 1e-3
 
 
-@pytest.fixture(scope="module")
-def detector(tmp_path_factory: pytest.TempPathFactory) -> MtcnnDetector:
+@pytest.fixture(scope="module", params=["off", "on"], ids=["buckets-off", "buckets-on"])
+def detector(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> MtcnnDetector:
     models_dir = tmp_path_factory.mktemp("mtcnn")
     for name, model in build_mtcnn_nets(locate_mtcnn_weights()).items():
         onnx.save(model, models_dir / f"{name}.onnx")
-    return MtcnnDetector(models_dir, RuntimeOptions(intra_op_threads=2))
+    return MtcnnDetector(models_dir, RuntimeOptions(intra_op_threads=2, shape_buckets=request.param))
 
 
 def _load_rgb(path: Path) -> np.ndarray:

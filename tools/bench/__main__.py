@@ -26,12 +26,13 @@ from embedder_service.models.manifest import load_manifest
 from embedder_service.settings import EmbedderSettings
 from facesearch_common.logging import configure_logging
 from search_service.settings import SearchSettings
-from tools.bench import embedder, index, load, services, video
+from tools.bench import embedder, gpu, index, load, services, video
 from tools.bench.gallery import real_embeddings
 from tools.bench.paths import default_data
 from tools.bench.report import Section, draw, markdown, summary_line, write_json
 
-SECTIONS = ("embedder", "index", "http", "video", "load")
+# gpu: skipped, with one line, where ONNX Runtime offers no CUDA provider (tools/bench/gpu.py).
+SECTIONS = ("embedder", "index", "http", "video", "load", "gpu")
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class Plan:
     http: services.HttpPlan
     video: video.VideoPlan
     load: load.LoadPlan
+    gpu: gpu.GpuPlan
 
 
 QUICK = Plan(
@@ -66,6 +68,7 @@ QUICK = Plan(
     http=services.HttpPlan(gallery_photos=200, queries=30),
     video=video.VideoPlan(rounds=1),
     load=load.LoadPlan(clients=32, seconds=20.0, gallery_photos=200),
+    gpu=gpu.QUICK_PLAN,
 )
 FULL = Plan(
     sizes=[1_000, 10_000, 100_000, 1_000_000],
@@ -85,6 +88,7 @@ FULL = Plan(
     http=services.HttpPlan(gallery_photos=None, queries=200),
     video=video.VideoPlan(rounds=3),
     load=load.LoadPlan(clients=32, seconds=60.0, gallery_photos=500),
+    gpu=gpu.GpuPlan(),
 )
 
 
@@ -188,6 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "http": lambda: services.measure(args.lfw_dir, EmbedderSettings().models_dir, plan.http),
         "video": lambda: video.measure(args.data, EmbedderSettings().models_dir, cache_dir, plan.video),
         "load": lambda: load.measure(args.lfw_dir, EmbedderSettings().models_dir, load_plan(args, plan)),
+        "gpu": lambda: gpu.section(args.lfw_dir, args.data, args.out, plan.gpu),
     }
     for name in args.sections:
         print(f"== {name}", file=sys.stderr, flush=True)

@@ -105,9 +105,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--jitters",
         nargs="*",
         type=int,
-        default=[],
+        default=[4, 10],
         metavar="N",
-        help="also our default alignment with dlib's jitter test-time augmentation, N copies per face",
+        help="also our default alignment with dlib's jitter test-time augmentation, N copies per face"
+        " (default: 4 and 10; none to skip)",
     )
     parser.add_argument(
         "--limit", type=int, help="at most N pairs per fold and N gallery photos (quick runs)"

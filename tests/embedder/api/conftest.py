@@ -12,6 +12,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -33,6 +36,7 @@ from embedder_service.models.pipeline import FaceDetector, FacePipeline
 from embedder_service.models.session import RuntimeOptions
 from embedder_service.service import EmbedderService
 from embedder_service.settings import EmbedderSettings
+from tests.conftest import REPO_ROOT
 
 CHIP = 16
 DIMENSION = 8
@@ -47,7 +51,7 @@ GAP = 4
 FACE_ROW_WIDTH = GAP + sum(side + GAP for side, _ in FACES)  # an image this wide shows them all
 
 
-class FakeDetector:
+class FakeDetector(FaceDetector):
     """A detector's interface without its models: finds the faces of :data:`FACES` that pass."""
 
     smallest_face = 12
@@ -169,3 +173,19 @@ def photo(width: int = FACE_ROW_WIDTH, height: int = 64, fmt: str = "JPEG", seed
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format=fmt)
     return buffer.getvalue()
+
+
+def run_embedder_process(
+    cwd: Path, env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``python -m embedder_service`` to its end, with none of this environment's EMBEDDER_ settings
+    (and no .env: it runs in ``cwd``) but ``env``; for start-up failures."""
+    clean = {name: value for name, value in os.environ.items() if not name.startswith("EMBEDDER_")}
+    return subprocess.run(
+        [sys.executable, "-m", "embedder_service"],
+        cwd=cwd,
+        env={**clean, "PYTHONPATH": str(REPO_ROOT), **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

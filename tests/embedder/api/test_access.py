@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -21,8 +18,7 @@ from search_service.clients.embedder import EmbedderClient
 from search_service.domain import Upload
 from search_service.errors import ServiceError
 from search_service.settings import EmbedderClientSettings
-from tests.conftest import REPO_ROOT
-from tests.embedder.api.conftest import DIMENSION, AppFactory, photo
+from tests.embedder.api.conftest import DIMENSION, AppFactory, photo, run_embedder_process
 
 KEY = "embedder-key-0123456789abcdef"
 
@@ -101,15 +97,7 @@ def test_off_loopback_without_a_key_the_settings_refuse(tiny_models: tuple[Path,
 
 
 def test_python_m_embedder_service_refuses_to_serve_all_interfaces_without_a_key(tmp_path: Path) -> None:
-    clean = {name: value for name, value in os.environ.items() if not name.startswith("EMBEDDER_")}
-    result = subprocess.run(
-        [sys.executable, "-m", "embedder_service"],
-        cwd=tmp_path,  # no .env here
-        env={**clean, "PYTHONPATH": str(REPO_ROOT), "EMBEDDER_HOST": "0.0.0.0"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_embedder_process(tmp_path, {"EMBEDDER_HOST": "0.0.0.0"}, timeout=60)
     assert result.returncode != 0
     assert "embedder not started" in result.stderr
     assert "EMBEDDER_HOST=0.0.0.0 is reachable from other machines: set EMBEDDER_API_KEY" in result.stderr

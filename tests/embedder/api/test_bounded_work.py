@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import anyio
+import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from starlette.types import Message, Scope
 
 from embedder_service.models.detector import Detection
 from embedder_service.service import EmbedderService
@@ -135,9 +139,10 @@ class SlowDetector(FakeDetector):
 
 
 def test_a_single_photo_is_not_queued_behind_a_whole_large_request(make_client: AppFactory) -> None:
-    """A lane is taken per model run: a photo arriving during a 20-image request (2 s of detection)
-    is answered after one or two detections, while the large request still runs."""
-    client = make_client(detector=SlowDetector())
+    """A lane is taken per batched run, and requests take turns in a batch: a photo arriving during
+    a 20-image request (2 s of detection, in runs of 2 images) is answered after one or two runs,
+    while the large request still runs."""
+    client = make_client(detector=SlowDetector(), batch_max_images=2)
     large_files = [("image", (f"{i}.jpg", photo(seed=i))) for i in range(20)]
     turns = metric(client, 'embedder_model_queue_seconds_count{lane="light"}')  # the lock's grants so far
     with ThreadPoolExecutor(1) as pool:
@@ -166,3 +171,86 @@ def test_a_small_photo_does_not_wait_behind_a_large_photos_run(make_client: AppF
     assert large.status_code == 503
     assert large.json()["detail"].endswith("(before detecting faces in image 0)")
     assert post(client, "large.jpg", photo(width=1000, height=800)).status_code == 200
+
+
+class CountingDetector(FakeDetector):
+    """The stand-in, counting the images it detects in."""
+
+    def __init__(self) -> None:
+        self.images = 0
+
+    def detect(self, image: np.ndarray, *args: Any, **kwargs: Any) -> list[Detection]:
+        self.images += 1
+        return super().detect(image, *args, **kwargs)
+
+
+def test_a_request_whose_client_goes_away_leaves_nothing_to_run(make_client: AppFactory) -> None:
+    """The client disconnects while its photo waits for the lane: the photo is never detected."""
+    detector = CountingDetector()
+    client = make_client(detector=detector)
+    detected = detector.images  # the warm-up's
+    request = httpx.Request("POST", "http://testserver/faces", files=[("image", ("gone.jpg", photo()))])
+    body = request.read()
+    scope: Scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/faces",
+        "raw_path": b"/faces",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(name.encode(), value.encode()) for name, value in request.headers.items()],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+    statuses: list[int] = []
+
+    async def abandon() -> None:
+        gone = anyio.Event()
+        messages: Iterator[Message] = iter([{"type": "http.request", "body": body, "more_body": False}])
+
+        async def receive() -> Message:
+            if (message := next(messages, None)) is not None:
+                return message
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+
+        async def serve() -> None:
+            await client.app(scope, receive, send)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(serve)
+            await anyio.sleep(0.5)  # the photo is decoded and waits for the lane
+            gone.set()
+
+    with service_of(client).light_lane.turn():
+        anyio.run(abandon)
+    assert statuses == [499]
+    assert post(client, "after.jpg", photo()).status_code == 200  # queued after the abandoned photo
+    assert detector.images == detected + 1
+
+
+class GpuDetector(FakeDetector):
+    """The stand-in, reporting the CUDA provider as a detector on a GPU does."""
+
+    @property
+    def providers_in_use(self) -> list[str]:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+@pytest.mark.parametrize(("detector", "waits"), [(FakeDetector(), False), (GpuDetector(), True)])
+def test_a_lone_photo_waits_for_batch_mates_on_the_gpu_only(
+    make_client: AppFactory, detector: FakeDetector, waits: bool
+) -> None:
+    """On the CPU a batched run costs what its photos cost one by one: waiting would only add latency."""
+    wait_s = 1.0
+    client = make_client(detector=detector, batch_wait_ms=wait_s * 1000)
+    started = time.monotonic()
+    assert post(client, "lone.jpg", photo()).status_code == 200
+    assert (time.monotonic() - started >= wait_s) is waits

@@ -205,7 +205,8 @@ def test_a_job_stopped_with_the_service_runs_again_at_the_next_start(
 def test_an_unreachable_embedder_fails_the_job_with_the_reason(
     client: TestClient, fake_embedder: FakeEmbedder, clip: bytes
 ) -> None:
-    fake_embedder.fail_next = [503] * 4  # the first attempt and its three retries
+    # The first attempt and its three retries, of each of the clip's two batches (both in flight).
+    fake_embedder.fail_next = [503] * 4 * 2
     job = finished(client, upload_video(client, clip)["job_id"])
     assert job["state"] == "failed"
     assert job["error"].startswith("embedder: ") and "unavailable" in job["error"]
@@ -215,7 +216,8 @@ def test_an_unreachable_embedder_fails_the_job_with_the_reason(
 def test_uploading_a_failed_video_again_retries_it(
     client: TestClient, fake_embedder: FakeEmbedder, clip: bytes
 ) -> None:
-    fake_embedder.fail_next = [503] * 4  # the first attempt and its three retries
+    # The first attempt and its three retries, of each of the clip's two batches (both in flight).
+    fake_embedder.fail_next = [503] * 4 * 2
     first = upload_video(client, clip)
     assert finished(client, first["job_id"])["state"] == "failed"
     again = upload_video(client, clip)

@@ -8,6 +8,7 @@ another, as different people commonly are under the dlib ResNet, not orthogonal.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,7 +84,6 @@ class TemplateFaceDetector:
     min_correlation: float = 0.7
     batches: list[int] = field(default_factory=list)  # frames per call
     frame_shapes: list[tuple[int, ...]] = field(default_factory=list)
-    _rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
 
     def __call__(self, frames: list[np.ndarray]) -> list[list[FaceObservation]]:
         self.batches.append(len(frames))
@@ -93,6 +93,8 @@ class TemplateFaceDetector:
         self.frame_shapes.append(frame.shape)
         scale = frame.shape[1] / CLIP_SIZE[0]
         gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+        # Noise seeded by the pixels: a frame gets the same faces whatever thread or order it comes in.
+        rng = np.random.default_rng(zlib.crc32(frame.tobytes()))
         faces = []
         for identity, photo in self.photos.items():
             side = round(PHOTO_SIDE * scale)
@@ -105,7 +107,7 @@ class TemplateFaceDetector:
                 continue
             x1, y1, x2, y2 = face_box_at(x / scale, y / scale, scale)
             landmarks = (np.array([x, y]) + LANDMARK_FRACTIONS * side).astype(np.float32)
-            noisy = self.embeddings[identity] + self.noise * self._rng.standard_normal(128) / np.sqrt(128)
+            noisy = self.embeddings[identity] + self.noise * rng.standard_normal(128) / np.sqrt(128)
             faces.append(FaceObservation((x1, y1, x2, y2), float(best), landmarks, _unit(noisy)))
         return faces
 

@@ -1,0 +1,61 @@
+"""What every face detector answers and takes: detections, per-photo options, the detector protocol.
+
+Apart from the detectors and the pipeline so that both import it, neither the other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from embedder_service.models.buckets import ModelShapes
+
+
+@dataclass(eq=False)  # identity equality: a generated == would compare arrays, which raises
+class Detection:
+    box: np.ndarray  # (4,) x1, y1, x2, y2, float
+    score: float
+    landmarks: np.ndarray  # (5, 2) x, y: left eye (image left), right eye, nose, mouth left, mouth right
+
+
+@dataclass(frozen=True)
+class DetectionOptions:
+    """One request's detection parameters; the service fills them from its settings."""
+
+    min_face_size: int
+    threshold: float  # the detector's score cut-off
+    max_faces: int | None = None  # None: every face found
+
+
+class FaceDetector(Protocol):
+    """What the pipeline needs of a detector: any of ``models/detectors.py``, or a test's stand-in.
+
+    ``smallest_face`` is the side, in the pixels it sees, of the smallest face it can find.
+    """
+
+    @property
+    def smallest_face(self) -> int: ...
+
+    @property
+    def providers_in_use(self) -> list[str]: ...
+
+    def detect(
+        self, image: np.ndarray, min_face_size: int, threshold: float, max_faces: int | None = None
+    ) -> list[Detection]: ...
+
+    def detect_batch(
+        self, images: Sequence[np.ndarray], options: Sequence[DetectionOptions]
+    ) -> list[list[Detection]]:
+        """Each image's faces, as :meth:`detect` finds them with its options, in shared model runs;
+        by default (a detector without batched runs, or a test's stand-in) one image at a time."""
+        return [
+            self.detect(image, opts.min_face_size, opts.threshold, opts.max_faces)
+            for image, opts in zip(images, options, strict=True)
+        ]
+
+    def shape_buckets(self) -> list[ModelShapes]:
+        """Every input shape each of its models runs on when shape buckets are on; by default none."""
+        return []
