@@ -24,7 +24,7 @@ import numpy as np
 from embedder_service.models.base import OnnxModel
 from embedder_service.models.buckets import BatchLadder, ModelShapes, Placement, pack
 from embedder_service.models.detection import Detection, DetectionOptions
-from embedder_service.models.session import RuntimeOptions
+from embedder_service.models.session import RuntimeOptions, common_providers
 
 PNET_CELL = 12  # P-Net's receptive field: the smallest face a pyramid level can find
 # facenet-pytorch's defaults, which the parity reference was recorded with; the service always
@@ -356,8 +356,8 @@ class MtcnnDetector:
 
     @property
     def providers_in_use(self) -> list[str]:
-        """The three nets share one provider choice; P-Net's session reports it."""
-        return self.pnet.providers_in_use
+        """The providers all three nets run on (each session may have fallen back on its own)."""
+        return common_providers([net.providers_in_use for net in (self.pnet, self.rnet, self.onet)])
 
     def shape_buckets(self) -> list[ModelShapes]:
         """Every input shape of the three nets with buckets on; P-Net's canvases carry the mask

@@ -11,10 +11,12 @@ from search_service.api import presenters
 from search_service.api.access import AccessDep
 from search_service.api.deps import ServicesDep
 from search_service.api.errors import error_responses
+from search_service.api.ranged_file import RangedFileResponse
 from search_service.api.schemas import (
     COLLECTION_PATTERN,
     MAX_EXTERNAL_ID_CHARS,
     MAX_ID,
+    ErrorResponse,
     IdPath,
     Video,
     VideoAccepted,
@@ -114,7 +116,7 @@ async def get_video(services: ServicesDep, video_id: IdPath) -> Video:
 
 @router.get(
     "/{video_id}/file",
-    response_class=FileResponse,
+    response_class=RangedFileResponse,
     summary="The stored video, byte for byte; Range requests play and seek it in a browser",
     responses={
         200: {"content": {"video/*": {}}, "description": "The whole video."},
@@ -124,24 +126,24 @@ async def get_video(services: ServicesDep, video_id: IdPath) -> Video:
             "multipart/byteranges).",
         },
         400: {
-            "content": {"text/plain": {}},
+            "model": ErrorResponse,
             "description": "A `Range` header that is not `bytes=...`, or whose start lies past its end; "
-            "or (JSON) the request's Host is not in the service's allow-list.",
+            "or the request's Host is not in the service's allow-list.",
         },
         416: {
-            "content": {"text/plain": {}},
+            "model": ErrorResponse,
             "description": "No byte of the `Range` lies in the file: `Content-Range: bytes */<size>` says "
             "its size.",
         },
         **error_responses(404),
     },
 )
-async def get_video_file(services: ServicesDep, video_id: IdPath) -> FileResponse:
+async def get_video_file(services: ServicesDep, video_id: IdPath) -> RangedFileResponse:
     """`Accept-Ranges: bytes`; a `Range` header (one range, a suffix such as `bytes=-1000`, or several)
     is answered with a 206, and `If-Range` with the `ETag` or `Last-Modified` is honoured
-    (Starlette's FileResponse implements all of it)."""
+    (Starlette's FileResponse implements all of it; its refusals come back as JSON)."""
     path, content_type = await services.videos.file(video_id)
-    return FileResponse(path, media_type=content_type)
+    return RangedFileResponse(path, media_type=content_type)
 
 
 @router.get(

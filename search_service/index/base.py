@@ -71,7 +71,9 @@ def layout_fingerprint(layout: object) -> str:
 def checked_queries(vectors: np.ndarray, k: int, *, max_k: int | None, dimension: int | None) -> np.ndarray:
     """Query vectors as (n, d) float32 rows, with ``k`` and (once the index has one) ``d`` checked."""
     if k < 1 or (max_k is not None and k > max_k):
-        raise ValueError(f"k must be within 1..{max_k or 'any'}")
+        raise ValueError(
+            f"k must be at least 1, got {k}" if max_k is None else f"k must be within 1..{max_k}, got {k}"
+        )
     rows = np.ascontiguousarray(np.atleast_2d(vectors), dtype=np.float32)
     if dimension is not None and len(rows) and rows.shape[1] != dimension:
         raise ValueError(f"query has {rows.shape[1]} dimensions, the index {dimension}")

@@ -19,6 +19,16 @@ def _observation(face: DetectedFace) -> FaceObservation:
     return FaceObservation(box=face.box, score=face.score, landmarks=landmarks, embedding=face.embedding)
 
 
+def min_face_size(side: int, settings: VideoSettings) -> int:
+    """The smallest face asked for in frames ``side`` pixels long.
+
+    MTCNN's cost follows the first level of its pyramid (12 / min_face_size): a frame of side S is
+    detected as if it were detect_side large by asking for proportionally larger faces.
+    """
+    smallest = settings.min_face_size
+    return max(smallest, math.ceil(smallest * side / settings.detect_side))
+
+
 class FrameEmbedder:
     """Called from a worker thread: frames go to the embedder as JPEG through the async client
     on ``loop``; the faces come back as tracker observations in the frames' pixels."""
@@ -36,11 +46,8 @@ class FrameEmbedder:
     def embed(self, frames: list[np.ndarray]) -> tuple[list[list[FaceObservation]], float]:
         """The faces per frame, and the match threshold calibrated for the model that embedded them."""
         uploads = [self._upload(number, frame) for number, frame in enumerate(frames)]
-        # MTCNN's cost follows the first level of its pyramid (12 / min_face_size): a frame of side
-        # S is detected as if it were detect_side large by asking for proportionally larger faces.
         side = max(max(frame.shape[:2]) for frame in frames)
-        smallest = self._settings.min_face_size
-        min_face = max(smallest, math.ceil(smallest * side / self._settings.detect_side))
+        min_face = min_face_size(side, self._settings)
         detection = asyncio.run_coroutine_threadsafe(
             self._detector.detect(
                 uploads, min_face_size=min_face, threshold=self._settings.detection_threshold

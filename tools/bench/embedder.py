@@ -55,7 +55,7 @@ class EmbedderPlan:
     reference_frames: int
 
 
-def _frames(clip: Path, count: int) -> list[np.ndarray]:
+def video_frames(clip: Path, count: int) -> list[np.ndarray]:
     """``count`` frames spread over the clip, scaled to 1280x720 by the video ingest's own sampler."""
     frames = [frame.image_rgb for frame in sample_frames(clip, sample_fps=8.0, max_side=FRAME_SIZE[0])]
     picked = evenly_spaced(frames, count)
@@ -284,7 +284,7 @@ def measure(lfw_dir: Path, data_dir: Path, plan: EmbedderPlan, settings: Embedde
     options = DetectionOptions(min_face_size=settings.min_face_size, threshold=settings.detection_threshold)
     photos = evenly_spaced([lfw_dir / path for path, _ in lfw_gallery(lfw_dir)], plan.photos)
     images = [decode_image(path.read_bytes(), settings.max_image_pixels) for path in photos]
-    out = _mtcnn(pipeline, options, photos, images, _frames(data_dir / CROWD_CLIP, plan.frames), plan)
+    out = _mtcnn(pipeline, options, photos, images, video_frames(data_dir / CROWD_CLIP, plan.frames), plan)
     out.extend(_embedding(pipeline, _chips(pipeline, images, options, BATCHES[-1]), plan))
     out.extend(_whole_pipeline(pipeline, options, photos, plan, settings.max_image_pixels))
     out.details = {

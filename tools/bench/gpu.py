@@ -54,6 +54,7 @@ from embedder_service.models.pipeline import DetectionOptions, FacePipeline
 from embedder_service.service import EmbedderService, build_pipeline
 from embedder_service.settings import EmbedderSettings
 from facesearch_common.logging import configure_logging
+from search_service.services.frames import min_face_size
 from search_service.settings import VideoSettings
 from tools.bench.paths import REPO_ROOT, default_data
 from tools.bench.report import Row, Section, markdown, skipped_row
@@ -237,13 +238,9 @@ def _in_process(service: EmbedderService, inputs: Inputs, plan: GpuPlan) -> dict
     """Photos one per call and in bulk calls, then frames in batches, from many threads."""
     photo_options = service.detection_options()
     video = VideoSettings()
-    # As the video ingest asks (search_service.services.frames.FrameEmbedder.embed): faces as small as
-    # min_face_size in a frame of detect_side pixels.
+    # As the video ingest asks.
     frame_options = service.detection_options(
-        min_face_size=max(
-            video.min_face_size, math.ceil(video.min_face_size * FRAME_SIDE / video.detect_side)
-        ),
-        threshold=video.detection_threshold,
+        min_face_size=min_face_size(FRAME_SIDE, video), threshold=video.detection_threshold
     )
 
     def run(options: DetectionOptions, uploads: list[Upload]) -> object:

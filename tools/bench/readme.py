@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -62,7 +63,8 @@ def render_eval(document: dict[str, Any], tables: str) -> str:
             "`face_recognition` package (dlib HOG detector, dlib 5-point alignment, the same dlib "
             "ResNet), run on the same photos.",
             "",
-            tables.strip(),
+            # The report's sections sit under the README's "Results" heading, one level down.
+            re.sub(r"^## ", "### ", tables.strip(), flags=re.MULTILINE),
             "",
             "Plots: `reports/eval_roc.png`, `reports/eval_retrieval.png`. Regenerate this section with "
             "`python -m tools.bench.readme` after `make eval`.",

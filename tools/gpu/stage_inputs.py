@@ -16,7 +16,7 @@ from pathlib import Path
 
 from search_service.settings import VideoSettings
 from search_service.video.jpeg import encode_jpeg
-from tools.bench.embedder import CROWD_CLIP, _frames
+from tools.bench.embedder import CROWD_CLIP, video_frames
 from tools.bench.paths import default_data
 from tools.bench.timing import evenly_spaced
 from tools.eval.pairs import lfw_gallery
@@ -32,7 +32,7 @@ def stage_photos(lfw_dir: Path, out: Path, count: int) -> None:
 def stage_frames(data_dir: Path, out: Path, count: int) -> None:
     out.mkdir(parents=True, exist_ok=True)
     quality = VideoSettings().jpeg_quality
-    for number, frame in enumerate(_frames(data_dir / CROWD_CLIP, count)):
+    for number, frame in enumerate(video_frames(data_dir / CROWD_CLIP, count)):
         (out / f"frame{number:03d}.jpg").write_bytes(encode_jpeg(frame, quality))
 
 

@@ -66,11 +66,20 @@ def test_a_range_past_the_end_is_a_416_naming_the_size(client: TestClient, clip:
     answer = client.get(f"/videos/{stored}/file", headers={"Range": f"bytes={len(clip)}-"})
     assert answer.status_code == 416
     assert answer.headers["content-range"] == f"bytes */{len(clip)}"
+    assert answer.json() == {"detail": "no byte of the Range lies in the file"}
 
 
-def test_a_malformed_range_is_a_400(client: TestClient, stored: int) -> None:
-    for asked in ["lines=0-9", "bytes=9-0", "bytes=abc"]:
-        assert client.get(f"/videos/{stored}/file", headers={"Range": asked}).status_code == 400, asked
+def test_a_malformed_range_is_a_400_saying_what_is_wrong(client: TestClient, stored: int) -> None:
+    for asked, detail in [
+        ("lines=0-9", "Only support bytes range"),
+        ("bytes=9-0", "Range header: start must be less than end"),
+        ("bytes=abc", "Range header: range must be requested"),
+        ("bytes", "Malformed range header."),
+    ]:
+        answer = client.get(f"/videos/{stored}/file", headers={"Range": asked})
+        assert answer.status_code == 400, asked
+        assert answer.json() == {"detail": detail}, asked
+        assert int(answer.headers["content-length"]) == len(answer.content)
 
 
 def test_a_missing_or_deleted_video_is_a_404(client: TestClient, stored: int) -> None:

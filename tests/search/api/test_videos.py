@@ -22,6 +22,7 @@ from search_service.main import create_app
 from search_service.settings import SearchSettings
 from tests.search.api.helpers import ENDED, finished, upload_video, wait_for_job
 from tests.search.fakes import MARKERS, FakeEmbedder, photo
+from tests.search.storage.records import stored_files
 from tests.search.video.conftest import CLIP_FPS, CLIP_SIZE, PHOTO_SIDE, Placement, write_clip
 from tools.processes import search_service
 
@@ -76,10 +77,6 @@ def video_hits(client: TestClient, query: bytes, **params: str | int) -> list[di
     assert response.status_code == 200, response.text
     [face] = response.json()["faces"]
     return [hit for hit in face["hits"] if hit["source"] == "video"]
-
-
-def stored_files(data_dir: Path) -> list[Path]:
-    return [path for path in (data_dir / "media").rglob("*") if path.is_file()]
 
 
 def test_upload_is_analysed_into_people_with_time_ranges(client: TestClient, clip: bytes) -> None:
