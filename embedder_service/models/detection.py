@@ -12,6 +12,7 @@ from typing import Protocol
 import numpy as np
 
 from embedder_service.models.buckets import ModelShapes
+from embedder_service.settings import EmbedderSettings
 
 
 @dataclass(eq=False)  # identity equality: a generated == would compare arrays, which raises
@@ -28,6 +29,11 @@ class DetectionOptions:
     min_face_size: int
     threshold: float  # the detector's score cut-off
     max_faces: int | None = None  # None: every face found
+
+    @classmethod
+    def from_settings(cls, settings: EmbedderSettings) -> DetectionOptions:
+        """The service's defaults (EMBEDDER_MIN_FACE_SIZE, _DETECTION_THRESHOLD, _MAX_FACES)."""
+        return cls(settings.min_face_size, settings.detection_threshold, settings.max_faces)
 
 
 class FaceDetector(Protocol):

@@ -281,7 +281,7 @@ def _whole_pipeline(
 
 def measure(lfw_dir: Path, data_dir: Path, plan: EmbedderPlan, settings: EmbedderSettings) -> Section:
     pipeline = build_pipeline(settings)
-    options = DetectionOptions(min_face_size=settings.min_face_size, threshold=settings.detection_threshold)
+    options = DetectionOptions.from_settings(settings)
     photos = evenly_spaced([lfw_dir / path for path, _ in lfw_gallery(lfw_dir)], plan.photos)
     images = [decode_image(path.read_bytes(), settings.max_image_pixels) for path in photos]
     out = _mtcnn(pipeline, options, photos, images, video_frames(data_dir / CROWD_CLIP, plan.frames), plan)

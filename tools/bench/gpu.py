@@ -150,12 +150,17 @@ def sustained(
         raise ValueError("nothing to run")
     turns = itertools.count()
     done = [0] * threads
+    failed = threading.Event()
     started = time.perf_counter()
     deadline = started + seconds
 
     def caller(index: int) -> None:
-        while time.perf_counter() < deadline:
-            call(items[next(turns) % len(items)])
+        while time.perf_counter() < deadline and not failed.is_set():
+            try:
+                call(items[next(turns) % len(items)])
+            except BaseException:
+                failed.set()  # the other callers stop at their next turn
+                raise
             done[index] += 1
 
     with ThreadPoolExecutor(threads) as pool:
@@ -334,11 +339,7 @@ def _models(models_dir: Path, images: Sequence[np.ndarray], plan: GpuPlan, allow
     settings = _settings(models_dir, True, providers=["CPUExecutionProvider"], encoder_batch=largest)
     cpu = build_pipeline(settings)
     gpu = _warm(_settings(models_dir, allow_cpu, cuda_tf32=False, encoder_batch=largest), allow_cpu)
-    options = DetectionOptions(
-        min_face_size=settings.min_face_size,
-        threshold=settings.detection_threshold,
-        max_faces=settings.max_faces,
-    )
+    options = DetectionOptions.from_settings(settings)
     chips = _chips(cpu, images, options)
     rates = _encoder_rates(gpu, chips, plan.encoder_batches, plan.encoder_seconds)
     found = differences(gpu, cpu, images, options) | {

@@ -100,9 +100,7 @@ class OurPipeline:
         first = next(iter(self.pipelines.values()))
         self.dimension = first.encoder.spec.dimension
         self._detector = first
-        self._options = DetectionOptions(
-            min_face_size=self.settings.min_face_size, threshold=self.settings.detection_threshold
-        )
+        self._options = DetectionOptions.from_settings(self.settings)
         digest = hashlib.sha256()
         for record in sorted(manifest.models, key=lambda record: record.file):
             digest.update(record.sha256.encode())
