@@ -32,16 +32,18 @@ MODEL_SOURCES := $(wildcard embedder_service/build/*.py) embedder_service/models
 DETECTOR_LIST := $(MODELS_DIR)/.detectors
 SCRFD_SDIST := scrfd==0.3.0
 DOWNLOADS := $(VENV)/downloads
-ifneq ($(origin DETECTORS),undefined)
-$(shell mkdir -p $(MODELS_DIR) && { [ "$$(cat $(DETECTOR_LIST) 2>/dev/null)" = "$(DETECTORS)" ] || echo "$(DETECTORS)" > $(DETECTOR_LIST); })
-endif
+# $(call remember,VARIABLE,FILE): where VARIABLE is set (command line or environment), FILE holds its
+# value afterwards; FILE is rewritten only when the value changed, so that its date marks a change.
+define remember
+$(if $(filter-out undefined,$(origin $(1))),$(shell mkdir -p $(dir $(2)) && \
+	{ [ "$$(cat $(2) 2>/dev/null)" = "$($(1))" ] || echo "$($(1))" > $(2); }))
+endef
+$(call remember,DETECTORS,$(DETECTOR_LIST))
 # Optional encoders beside dlib's: `make models ENCODER=facenet-vggface2` downloads FaceNet's 107 MB
 # checkpoint from facenet-pytorch's GitHub releases (needs internet; sha256-pinned; FACENET_FILE=path
 # uses a local copy) and converts it. Remembered in ENCODER_LIST, as DETECTORS is.
 ENCODER_LIST := $(MODELS_DIR)/.encoders
-ifneq ($(origin ENCODER),undefined)
-$(shell mkdir -p $(MODELS_DIR) && { [ "$$(cat $(ENCODER_LIST) 2>/dev/null)" = "$(ENCODER)" ] || echo "$(ENCODER)" > $(ENCODER_LIST); })
-endif
+$(call remember,ENCODER,$(ENCODER_LIST))
 
 .PHONY: help venv models run lint typecheck test unit bench gpu-stage eval clean
 

@@ -38,13 +38,9 @@ class Deadline:
     def remaining(self) -> float:
         return self.expires_at - time.monotonic()
 
-    def check(self, stage: str) -> None:
-        if self.remaining() <= 0:
-            raise DeadlineExceeded(self.seconds, stage)
-
 
 class ModelLock:
-    """One model run at a time, granted in arrival order, waited for until a deadline.
+    """One model run at a time, granted in arrival order.
 
     Written here because ``threading.Lock`` is not first-come first-served: a request that
     releases it between two of its model runs can take it straight back, so a 64-image request
@@ -59,19 +55,19 @@ class ModelLock:
         self._held = False
 
     @contextmanager
-    def turn(self, deadline: Deadline | None = None, stage: str = "waiting for the models") -> Iterator[None]:
-        """Holds the lock for one model run; :class:`DeadlineExceeded` if it comes too late."""
+    def turn(self) -> Iterator[None]:
+        """Holds the lock for one model run, once all who came before have had theirs.
+
+        It waits without a deadline: the batchers check each item's deadline before its run,
+        and a request's thread stops waiting for its results at its deadline.
+        """
         started = time.perf_counter()
         ticket = object()
         with self._changed:
             self._waiting.append(ticket)
             try:
-                while True:
-                    if deadline is not None:
-                        deadline.check(stage)
-                    if not self._held and self._waiting[0] is ticket:
-                        break
-                    self._changed.wait(None if deadline is None else deadline.remaining())
+                while self._held or self._waiting[0] is not ticket:
+                    self._changed.wait()
             finally:
                 self._waiting.remove(ticket)
                 # The next in line may now be at the front (or the lock free for it).

@@ -14,6 +14,8 @@ from embedder_service.batching import Cancellation, MicroBatcher
 from embedder_service.imaging import ImageError, load_pixels, open_image
 from embedder_service.limits import Deadline, DeadlineExceeded, ModelLock
 from embedder_service.models.aligner import FaceAligner
+from embedder_service.models.base import OnnxModel
+from embedder_service.models.detection import split_rows
 from embedder_service.models.detector import Detection
 from embedder_service.models.detectors import build_detector
 from embedder_service.models.encoder import EncoderSpec, FaceEncoder
@@ -25,7 +27,13 @@ from embedder_service.models.pipeline import (
     faces_of,
     split_per_image,
 )
-from embedder_service.models.session import CUDA, RuntimeOptions, available_cores, return_free_memory
+from embedder_service.models.session import (
+    CUDA,
+    RuntimeOptions,
+    available_cores,
+    common_providers,
+    return_free_memory,
+)
 from embedder_service.schemas import FaceOut, FacesResponse, ImageFaces, ModelInfo, ModelsResponse
 from embedder_service.settings import EmbedderSettings
 from embedder_service.telemetry import FACES_PER_IMAGE, IMAGE_PIXELS
@@ -69,7 +77,8 @@ class EmbedderService:
         self._workers_count = settings.worker_threads or available_cores()
         self._workers = ThreadPoolExecutor(self._workers_count, thread_name_prefix="embedder-prepare")
         # A light batch costs no more than one light run; a heavy one no more than detecting a
-        # photo of the largest size detection runs on, whose memory issue 10 bounded.
+        # photo of the largest size detection runs on, whose memory issue 10 bounded. Each
+        # photo's cost is what the detector answers for it (FaceDetector.work).
         detection_budgets = {
             self.light_lane: settings.light_run_pixels,
             self.heavy_lane: settings.detect_max_side**2,
@@ -149,7 +158,7 @@ class EmbedderService:
         embedded in batched runs. Whatever of the request is still queued when it fails, or
         when ``cancellation`` is cancelled (its client went away), is dropped."""
         cancellation = cancellation or Cancellation()
-        opened = self._open(uploads)
+        opened, declared = self._open(uploads)
         try:
             images, detections = self._detect(uploads, opened, options, deadline, cancellation)
             vectors = self._embed(images, detections, deadline, cancellation) if embeddings else None
@@ -157,7 +166,7 @@ class EmbedderService:
             cancellation.cancel()
             raise
         finally:
-            if sum(image.width * image.height for image in opened) > self.settings.detect_max_side**2:
+            if declared > self.settings.detect_max_side**2:
                 # More pixels than one full-size detection: its freed tensors would stay in the heap.
                 return_free_memory()
         results = faces_of(detections, vectors)
@@ -185,8 +194,9 @@ class EmbedderService:
             model=spec.name, dimension=spec.dimension, match_threshold=spec.match_threshold, images=out
         )
 
-    def _open(self, uploads: list[tuple[str, bytes]]) -> list[Image.Image]:
-        """Every image, opened but not decoded: the request's declared pixels are added up first."""
+    def _open(self, uploads: list[tuple[str, bytes]]) -> tuple[list[Image.Image], int]:
+        """Every image, opened but not decoded, and the pixels they declare in all, which are
+        checked against the request's limit before any decoding."""
         opened: list[Image.Image] = []
         for index, (name, data) in enumerate(uploads):
             with _naming(index, name):
@@ -199,7 +209,7 @@ class EmbedderService:
                 f" the limit per request is {limit}",
                 413,
             )
-        return opened
+        return opened, total
 
     def _detect(
         self,
@@ -285,20 +295,30 @@ class EmbedderService:
     def _embed_batch(self, parts: list[np.ndarray]) -> list[np.ndarray]:
         """The parts' chips embedded in one run, split back into one array per part."""
         vectors = self.pipeline.embed_chips(np.concatenate(parts))
-        return np.split(vectors, np.cumsum([len(part) for part in parts[:-1]]))
+        return split_rows(vectors, [len(part) for part in parts])
 
     def _lane(self, work: int) -> ModelLock:
         """The lane of a model run on ``work`` input pixels."""
         return self.light_lane if work <= self.settings.light_run_pixels else self.heavy_lane
 
+    def _models_in_use(self) -> list[OnnxModel]:
+        """The encoder and the detector's models: those the pipeline runs, not every one built."""
+        return [self.pipeline.encoder, *self.pipeline.detector.models]
+
     def providers(self) -> list[str]:
-        return self.pipeline.encoder.providers_in_use
+        """The providers every model in use runs on (/healthz; each session may fall back on its own)."""
+        return common_providers([model.providers_in_use for model in self._models_in_use()])
 
     def models(self) -> ModelsResponse:
+        """The models in use, as the manifest records them (matched by file name), each with the
+        providers its session runs on; the pipeline's settings."""
         spec = self.spec
-        detector_providers = self.pipeline.detector.providers_in_use
+        in_use = {model.model_path.name: model for model in self._models_in_use()}
+        # Manifest order; a file `make models` built that the pipeline does not run (another
+        # detector, the other P-Net) is left out.
+        used = [record for record in self.manifest.models if record.file in in_use]
         infos = []
-        for record in self.manifest.models:
+        for record in used:
             is_encoder = record.file == spec.file
             infos.append(
                 ModelInfo(
@@ -312,7 +332,7 @@ class EmbedderService:
                     licence=record.licence,
                     dimension=spec.dimension if is_encoder else None,
                     match_threshold=spec.match_threshold if is_encoder else None,
-                    providers=self.providers() if is_encoder else detector_providers,
+                    providers=in_use[record.file].providers_in_use,
                 )
             )
         return ModelsResponse(

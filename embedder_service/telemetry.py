@@ -30,7 +30,8 @@ REQUESTS_REJECTED = Counter(
     ["reason"],
 )
 DOWNSCALED_DETECTIONS = Counter(
-    "embedder_downscaled_detections_total", "Images detected on a downscaled copy (EMBEDDER_DETECT_MAX_SIDE)"
+    "embedder_downscaled_detections_total",
+    "Images detected on a downscaled copy (EMBEDDER_DETECT_MAX_SIDE, or the detector's own input side)",
 )
 MODEL_INPUT_SHAPES = Gauge(
     "embedder_model_input_shapes",

@@ -16,7 +16,16 @@ from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from prometheus_client import Counter
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+)
 from pydantic_settings import NoDecode
 
 Scope = Literal["read", "write"]
@@ -34,7 +43,11 @@ DEFAULT_ALLOWED_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]"]
 
 def key_id(secret: str) -> str:
     """A short, non-reversible name for a key, safe to log."""
-    return hashlib.sha256(secret.encode()).hexdigest()[:8]
+    return _sha256(secret).hex()[:8]
+
+
+def _sha256(text: str) -> bytes:
+    return hashlib.sha256(text.encode()).digest()
 
 
 class ApiKey(BaseModel):
@@ -44,10 +57,15 @@ class ApiKey(BaseModel):
     scope: Scope
     # None: every collection.
     collections: frozenset[str] | None = None
+    # The secret's SHA-256, computed once here rather than on every request by find_key.
+    _digest: bytes = PrivateAttr()
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._digest = _sha256(self.secret.get_secret_value())
 
     @property
     def key_id(self) -> str:
-        return key_id(self.secret.get_secret_value())
+        return self._digest.hex()[:8]
 
     def allows(self, scope: Scope) -> bool:
         return self.scope == "write" or scope == "read"
@@ -116,10 +134,10 @@ def find_key(keys: Sequence[ApiKey], presented: str) -> ApiKey | None:
     Digests are compared, not the keys, so that neither a key's length nor its prefix shows in
     the time taken; every configured key is compared, whichever matches.
     """
-    digest = hashlib.sha256(presented.encode()).digest()
+    digest = _sha256(presented)
     match = None
     for key in keys:
-        if hmac.compare_digest(digest, hashlib.sha256(key.secret.get_secret_value().encode()).digest()):
+        if hmac.compare_digest(digest, key._digest):
             match = key
     return match
 

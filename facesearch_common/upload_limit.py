@@ -20,6 +20,12 @@ def _too_large(limit: int) -> str:
     return f"request body exceeds the limit of {limit} bytes for this endpoint"
 
 
+def declared_length(headers: Headers) -> int | None:
+    """The body's declared Content-Length; None when absent or not a number (then it is counted)."""
+    value = headers.get("content-length")
+    return int(value) if value is not None and value.isascii() and value.isdigit() else None
+
+
 class UploadLimitMiddleware:
     def __init__(self, app: ASGIApp, limits: Mapping[str, int]) -> None:
         """``limits``: maximum body bytes by exact path (upload endpoints have no path parameters)."""
@@ -31,8 +37,8 @@ class UploadLimitMiddleware:
         if limit is None:
             await self.app(scope, receive, send)
             return
-        declared = Headers(scope=scope).get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
+        declared = declared_length(Headers(scope=scope))
+        if declared is not None and declared > limit:
             await JSONResponse({"detail": _too_large(limit)}, status_code=413)(scope, receive, send)
             return
         received = 0

@@ -183,6 +183,10 @@ class HitSource:
     external_id: str | None
     collection: str
     box: Box
+    # The photo's or video's (as MediaRecord's): a client places and names a hit without fetching it.
+    filename: str | None
+    width: int | None
+    height: int | None
     # Videos: the person's appearances, and the track frame the vector's box belongs to.
     time_ranges: list[TimeRange] | None
     person: int | None = None

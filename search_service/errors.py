@@ -7,6 +7,8 @@ status in one place (``search_service.api.errors``), and clients get ``{"detail"
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Literal
 
 
@@ -84,3 +86,26 @@ class InsufficientStorageError(ServiceError):
 
 # What an OSError's errno says when the disk, or this user's quota on it, is full.
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def says_disk_full(error: BaseException) -> bool:
+    """Whether ``error`` is an OSError telling that the disk (or this user's quota) is full."""
+    return isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS
+
+
+@contextmanager
+def refused_when_full(
+    what: str, disk_full: Callable[[BaseException], bool] = says_disk_full
+) -> Iterator[None]:
+    """A full disk met in the block becomes InsufficientStorageError; other errors pass unchanged.
+
+    ``disk_full`` tells which errors say so: OSErrors by default (a file written by the API or by
+    storage); the store's database adds SQLite's error codes (``storage.space``)."""
+    try:
+        yield
+    except Exception as error:
+        if not disk_full(error):
+            raise
+        raise InsufficientStorageError(
+            f"the disk is full: {what} was not stored; free space or delete stored media, then retry"
+        ) from error

@@ -76,16 +76,20 @@ def create_app(settings: SearchSettings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     uploads = settings.uploads
+    stored_uploads = {
+        "/images": uploads.max_request_bytes,
+        "/videos": uploads.max_video_bytes + _MULTIPART_OVERHEAD,
+    }
     app.add_middleware(
         UploadLimitMiddleware,
         limits={
-            "/images": uploads.max_request_bytes,
+            **stored_uploads,
             # A photo or a clip: each is held to its own limit while it streams in.
             "/search": max(uploads.max_image_bytes, settings.video.max_query_bytes) + _MULTIPART_OVERHEAD,
-            "/videos": uploads.max_video_bytes + _MULTIPART_OVERHEAD,
         },
     )
-    app.add_middleware(DiskGuardMiddleware)  # uploads refused (507) below SEARCH_MIN_FREE_BYTES
+    # Uploads that are stored are refused (507) below SEARCH_MIN_FREE_BYTES; a search stores nothing.
+    app.add_middleware(DiskGuardMiddleware, upload_paths=stored_uploads.keys())
     instrument(app, ACCESS_RESPONSES)
     access = settings.access
     # Outermost last: the Host is checked first, then CORS answers preflights, then the origin,
@@ -108,7 +112,8 @@ def create_app(settings: SearchSettings | None = None) -> FastAPI:
     app.add_middleware(
         AllowedHostsMiddleware, allowed_hosts=access.allowed_hosts, setting="SEARCH_ALLOWED_HOSTS"
     )
-    keyed = {**ACCESS_RESPONSES, **error_responses(401, 403)}
+    # ACCESS_RESPONSES describes the 401 (no key, or an unknown one); a key refused here is a 403.
+    keyed = {**ACCESS_RESPONSES, **error_responses(403)}
     for module in (images, videos, jobs):
         app.include_router(module.router, dependencies=[Depends(record_in_reach)], responses=keyed)
     for module in (search, collections):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 
-from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -52,9 +51,3 @@ class AdmissionMiddleware:
         finally:
             self._admitted -= 1
             REQUESTS_ADMITTED.dec()
-
-
-def request_deadline(request: Request, settings: EmbedderSettings) -> Deadline:
-    """The deadline the middleware gave the request at its arrival; counted from now without it."""
-    deadline = getattr(request.state, "deadline", None)
-    return deadline if isinstance(deadline, Deadline) else Deadline.after(settings.request_deadline_s)

@@ -11,12 +11,10 @@ import anyio
 from fastapi import APIRouter, File, HTTPException, Query, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from embedder_service.api.admission import request_deadline
 from embedder_service.api.deps import ServiceDep
 from embedder_service.batching import Cancellation
 from embedder_service.imaging import ImageError
-from embedder_service.limits import DeadlineExceeded
-from embedder_service.models.session import common_providers
+from embedder_service.limits import Deadline, DeadlineExceeded
 from embedder_service.schemas import FacesResponse, Health, ModelsResponse
 from embedder_service.telemetry import REQUESTS_REJECTED
 from facesearch_common.access_http import ACCESS_RESPONSES
@@ -88,7 +86,8 @@ async def faces(
             )
         uploads.append((upload.filename or "upload", data))
     options = service.detection_options(min_face_size, threshold, max_faces)
-    deadline = request_deadline(request, settings)
+    # Given at the request's arrival by AdmissionMiddleware, installed for /faces.
+    deadline: Deadline = request.state.deadline
     try:
         return await _unless_abandoned(
             request, partial(service.faces, uploads, options, embeddings, landmarks, deadline)
@@ -149,5 +148,4 @@ async def healthz(request: Request) -> Health:
     service = getattr(request.app.state, "service", None)
     if service is None:
         return Health(status="starting", models_loaded=False, providers=[])
-    per_model = [model.providers for model in service.models().models]
-    return Health(status="ok", models_loaded=True, providers=common_providers(per_model))
+    return Health(status="ok", models_loaded=True, providers=service.providers())

@@ -28,6 +28,7 @@ from embedder_service.build.dlib_resnet import (
     locate_dlib_weights,
 )
 from embedder_service.build.mtcnn_nets import WEIGHTS_OF, build_mtcnn_nets, locate_mtcnn_weights
+from embedder_service.build.sources import default_cache_dir
 from embedder_service.models.encoder import EncoderSpec
 from embedder_service.models.manifest import MANIFEST_NAME, Manifest, ModelRecord, Task, sha256_of
 from facesearch_common.files import atomic_writer
@@ -39,6 +40,8 @@ DLIB_MATCH_THRESHOLD = 0.91
 BUILD_VERSION = "1"
 MTCNN_LICENCE = "MIT (facenet-pytorch)"
 DLIB_LICENCE = "CC0-1.0 (dlib's face recognition ResNet, public domain)"
+# FaceNet's name in ``--encoders`` (and ``make models ENCODER=``); it is served as facenet.ENCODER_NAME.
+FACENET_CHOICE = "facenet-vggface2"
 
 
 @contextmanager
@@ -159,6 +162,15 @@ def build_all(
     return manifest
 
 
+def _choices(parser: argparse.ArgumentParser, what: str, value: str, known: list[str]) -> list[str]:
+    """The names in a comma-separated option; one not in ``known`` is a usage error."""
+    chosen = [name for name in value.replace(" ", "").split(",") if name]
+    unknown = sorted(set(chosen) - set(known))
+    if unknown:
+        parser.error(f"unknown {what} {unknown}; known: {', '.join(known)}")
+    return chosen
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--models-dir", type=Path, default=Path("models"))
@@ -172,26 +184,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--encoders",
         default="",
-        help="optional encoders to add beside dlib's: facenet-vggface2 (downloads 107 MiB from GitHub)",
+        help=f"optional encoders to add beside dlib's: {FACENET_CHOICE} (downloads 107 MiB from GitHub)",
     )
     parser.add_argument(
         "--facenet-file", type=Path, help=f"a local copy of {facenet.CHECKPOINT_URL.rsplit('/', 1)[-1]}"
     )
     args = parser.parse_args(argv)
-    encoders = {name for name in args.encoders.replace(" ", "").split(",") if name}
-    if encoders - {"facenet-vggface2"}:
-        parser.error(f"unknown encoders {sorted(encoders - {'facenet-vggface2'})}; known: facenet-vggface2")
-    chosen = [name for name in args.detectors.replace(" ", "").split(",") if name]
-    unknown = sorted(set(chosen) - set(SOURCES))
-    if unknown:
-        parser.error(f"unknown detectors {unknown}; known: {', '.join(SOURCES)}")
+    encoders = _choices(parser, "encoders", args.encoders, [FACENET_CHOICE])
+    chosen = _choices(parser, "detectors", args.detectors, list(SOURCES))
     try:
         checkpoint = None
-        if "facenet-vggface2" in encoders:
+        if FACENET_CHOICE in encoders:
             checkpoint = (
                 facenet.verify_checkpoint(args.facenet_file)
                 if args.facenet_file
-                else facenet.fetch_checkpoint(facenet.default_cache_dir())
+                else facenet.fetch_checkpoint(default_cache_dir())
             )
         manifest = build_all(
             args.models_dir, {name: getattr(args, f"{name}_file") for name in chosen}, checkpoint

@@ -1,18 +1,24 @@
 """The optional detectors' ONNX files (``make models DETECTORS=yunet,scrfd``), from their publishers.
 
 Neither is in a package registry as a model: YuNet is downloaded from its publisher's
-repository; SCRFD is the ``models/scrfd.onnx`` inside the PyPI source archive ``scrfd==0.3.0``.
+repository, once (kept in the build's cache, ``embedder_service.build.sources``); SCRFD is the
+``models/scrfd.onnx`` inside the PyPI source archive ``scrfd==0.3.0``.
 Each file is pinned by its sha256: a download or local file that differs is refused.
 """
 
 from __future__ import annotations
 
-import hashlib
 import tarfile
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from embedder_service.build.sources import (
+    DownloadError,
+    UnpinnedError,
+    default_cache_dir,
+    downloaded,
+    verified,
+)
 from embedder_service.models.scrfd import LICENCE as SCRFD_LICENCE
 
 
@@ -58,37 +64,35 @@ SCRFD = DetectorSource(
     licence=SCRFD_LICENCE,
 )
 SOURCES = {source.name: source for source in (YUNET, SCRFD)}
-DOWNLOAD_TIMEOUT_S = 60
 
 
-def fetch(source: DetectorSource, local: Path | None) -> bytes:
+def fetch(source: DetectorSource, local: Path | None, cache_dir: Path | None = None) -> bytes:
     """The detector's ONNX bytes, checked against the pinned sha256.
 
     ``local`` is the file itself, or for SCRFD also the sdist holding it; without it, YuNet is
-    downloaded from its publisher.
+    downloaded from its publisher into ``cache_dir`` (by default the build's cache) once.
     """
-    if local is not None:
-        data = _from_archive(local, source.source_file) if tarfile.is_tarfile(local) else local.read_bytes()
-    elif source.url is not None:
-        try:
-            with urllib.request.urlopen(source.url, timeout=DOWNLOAD_TIMEOUT_S) as response:
-                data = response.read()
-        except OSError as error:
+    try:
+        if local is not None:
+            data = (
+                _from_archive(local, source.source_file) if tarfile.is_tarfile(local) else local.read_bytes()
+            )
+            return verified(data, source.sha256, local)
+        if source.url is None:
             raise SourceError(
-                f"cannot download {source.name} from {source.url} ({error}); give a local copy instead"
-            ) from error
-    else:
+                f"{source.name} needs a local file: the sdist of {source.package}=={source.version} or"
+                f" its {source.source_file}"
+            )
+        return downloaded(source.url, source.sha256, cache_dir or default_cache_dir())
+    except UnpinnedError as error:
         raise SourceError(
-            f"{source.name} needs a local file: the sdist of {source.package}=={source.version} or its"
-            f" {source.source_file}"
-        )
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != source.sha256:
-        raise SourceError(
-            f"{source.name}: the file's sha256 is {digest}, not the pinned {source.sha256}"
+            f"{source.name}: the file's sha256 is {error.got}, not the pinned {source.sha256}"
             f" ({source.package} {source.version}, {source.source_file}): refused"
-        )
-    return data
+        ) from None
+    except DownloadError as error:
+        raise SourceError(
+            f"cannot download {source.name} from {error.url} ({error.cause}); give a local copy instead"
+        ) from None
 
 
 def _from_archive(archive: Path, member: str) -> bytes:

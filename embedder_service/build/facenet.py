@@ -18,9 +18,9 @@ Input ``input``: float32, (N, 3, 160, 160), RGB, ``(pixel - 127.5) / 128`` (face
 from __future__ import annotations
 
 import hashlib
-import os
 import pickle
-import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +28,9 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from embedder_service.build.graphs import checked_model
+from embedder_service.build.sources import DownloadError, UnpinnedError, downloaded, verified
 from embedder_service.build.torch_pickle import load_state_dict
 from embedder_service.models.encoder import EncoderSpec
-from facesearch_common.files import atomic_writer
 
 ENCODER_NAME = "facenet_vggface2"
 # facenet-pytorch's own download URL for `InceptionResnetV1(pretrained="vggface2")`. The sha256 and
@@ -63,48 +63,36 @@ class CheckpointError(ValueError):
     """A FaceNet checkpoint that cannot be used: wrong bytes, wrong format or wrong shapes."""
 
 
-def default_cache_dir() -> Path:
-    """Where the downloaded checkpoint is kept between builds (outside the models folder)."""
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "facesearch"
-
-
 def verify_checkpoint(path: Path, sha256: str = CHECKPOINT_SHA256) -> bytes:
     """The file's bytes, when their sha256 is the pinned one."""
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
-    raw = path.read_bytes()
-    got = hashlib.sha256(raw).hexdigest()
-    if got != sha256:
-        raise CheckpointError(
-            f"{path} has sha256 {got} ({len(raw):,} bytes), not the pinned {sha256}"
-            f" ({CHECKPOINT_BYTES:,} bytes): a corrupt or different file; delete it and rebuild"
-        )
-    return raw
+    with _refused_as_checkpoint_errors():
+        return verified(path.read_bytes(), sha256, path)
 
 
 def fetch_checkpoint(cache_dir: Path, url: str = CHECKPOINT_URL, sha256: str = CHECKPOINT_SHA256) -> bytes:
-    """The checkpoint's verified bytes, downloaded into ``cache_dir`` unless already there.
+    """The checkpoint's verified bytes, downloaded into ``cache_dir`` unless already there (a
+    download with another sha256 is deleted and refused)."""
+    with _refused_as_checkpoint_errors():
+        return downloaded(url, sha256, cache_dir, CHECKPOINT_BYTES)
 
-    A download that does not hash to ``sha256`` is removed and refused, so a truncated or
-    tampered file is never cached.
-    """
-    path = cache_dir / url.rsplit("/", 1)[-1]
-    if not path.is_file():
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        print(f"downloading {url} ({CHECKPOINT_BYTES / 2**20:.0f} MiB; needs internet access)")
-        try:
-            with urllib.request.urlopen(url, timeout=60) as response, atomic_writer(path, "wb") as file:
-                while block := response.read(1 << 20):
-                    file.write(block)
-        except OSError as error:
-            raise CheckpointError(
-                f"could not download {url}: {error}. Without internet access, copy the file to {path}"
-            ) from None
+
+@contextmanager
+def _refused_as_checkpoint_errors() -> Iterator[None]:
+    """The pinned-file errors of :mod:`embedder_service.build.sources`, told for the checkpoint."""
     try:
-        return verify_checkpoint(path, sha256)
-    except CheckpointError:
-        path.unlink()
-        raise
+        yield
+    except UnpinnedError as error:
+        raise CheckpointError(
+            f"{error.where} has sha256 {error.got} ({error.size:,} bytes), not the pinned {error.pinned}"
+            f" ({CHECKPOINT_BYTES:,} bytes): a corrupt or different file; delete it and rebuild"
+        ) from None
+    except DownloadError as error:
+        raise CheckpointError(
+            f"could not download {error.url}: {error.cause}. Without internet access, copy the file to"
+            f" {error.path}"
+        ) from None
 
 
 class _Writer:

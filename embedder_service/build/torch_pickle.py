@@ -2,8 +2,9 @@
 
 facenet-pytorch ships its MTCNN weights in the legacy (pre-1.6, non-zip) format; its FaceNet
 checkpoints, and anything saved by a torch since 1.6, may be in the zip format. torch is
-deliberately not a dependency of facesearch (it is large and facenet-pytorch pins an old one),
-so this is a small hand-written reader. A legacy file is a sequence of pickles:
+deliberately not a dependency of the services or the model build (it is large and facenet-pytorch
+pins an old one; only the `test` extra installs it, for a reference check), so this is a small
+hand-written reader. A legacy file is a sequence of pickles:
 
 1. a magic number, 2. the format version (1001), 3. system info (endianness, type sizes),
 4. the object itself, whose tensors point at storages through persistent ids,

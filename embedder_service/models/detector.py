@@ -23,8 +23,8 @@ import numpy as np
 
 from embedder_service.models.base import OnnxModel
 from embedder_service.models.buckets import BatchLadder, ModelShapes, Placement, pack
-from embedder_service.models.detection import Detection, DetectionOptions
-from embedder_service.models.session import RuntimeOptions, common_providers
+from embedder_service.models.detection import Detection, DetectionOptions, FaceDetector, split_rows
+from embedder_service.models.session import RuntimeOptions
 
 PNET_CELL = 12  # P-Net's receptive field: the smallest face a pyramid level can find
 # facenet-pytorch's defaults, which the parity reference was recorded with; the service always
@@ -328,7 +328,14 @@ class _Level:
         return (self.height - 1) // 2 - 4, (self.width - 1) // 2 - 4
 
 
-class MtcnnDetector:
+def pyramid_work(height: int, width: int, min_face_size: int) -> int:
+    """Pixels of P-Net's first, largest pyramid level, on which a ``min_face_size`` face is P-Net's
+    12 px window: all levels come to about twice that (1 / (1 - 0.709^2)), R- and O-Net to little."""
+    scale = PNET_CELL / min_face_size
+    return int(height * scale + 1) * int(width * scale + 1)
+
+
+class MtcnnDetector(FaceDetector):
     """Finds faces, with 5 landmarks each, in RGB photos, as facenet-pytorch's MTCNN does.
 
     With shape buckets on (``RuntimeOptions.buckets``), every net runs on a few input shapes
@@ -355,9 +362,12 @@ class MtcnnDetector:
         self.onet_batches = BatchLadder(ONET_BATCH)
 
     @property
-    def providers_in_use(self) -> list[str]:
-        """The providers all three nets run on (each session may have fallen back on its own)."""
-        return common_providers([net.providers_in_use for net in (self.pnet, self.rnet, self.onet)])
+    def models(self) -> list[OnnxModel]:
+        """P-Net (the packed one with buckets on), R-Net and O-Net."""
+        return [self.pnet, self.rnet, self.onet]
+
+    def work(self, height: int, width: int, min_face_size: int) -> int:
+        return pyramid_work(height, width, min_face_size)
 
     def shape_buckets(self) -> list[ModelShapes]:
         """Every input shape of the three nets with buckets on; P-Net's canvases carry the mask
@@ -518,8 +528,7 @@ class MtcnnDetector:
             return {}
         batch = np.concatenate([pixels for pixels, _ in crops.values()])
         outputs = ladder.run(model, batch, padded=True) if self.buckets else model.run(batch)
-        bounds = np.cumsum([valid.size for _, valid in crops.values()])[:-1]
-        split = [np.split(output, bounds) for output in outputs]
+        split = [split_rows(output, [valid.size for _, valid in crops.values()]) for output in outputs]
         return {
             index: (valid, [parts[row] for parts in split])
             for row, (index, (_, valid)) in enumerate(crops.items())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,7 +10,7 @@ import cv2
 import numpy as np
 
 from embedder_service.models.aligner import FaceAligner
-from embedder_service.models.detection import Detection, DetectionOptions, FaceDetector
+from embedder_service.models.detection import Detection, DetectionOptions, FaceDetector, split_rows
 from embedder_service.models.encoder import FaceEncoder
 from embedder_service.telemetry import DOWNSCALED_DETECTIONS, MODEL_SECONDS
 
@@ -22,20 +21,13 @@ WARM_UP_OPTIONS = DetectionOptions(min_face_size=20, threshold=0.5)
 @dataclass(frozen=True)
 class DetectionInput:
     """The pixels detection runs on for one photo (the photo itself or a smaller copy), the
-    smallest face to find in them, the photo's (height, width), and the detector's smallest face."""
+    smallest face to find in them, the photo's (height, width), and what the detector answered
+    its detection costs (:meth:`FaceDetector.work`)."""
 
     pixels: np.ndarray
     min_face_size: int
     photo_size: tuple[int, int]
-    smallest_face: int
-
-    @property
-    def work(self) -> int:
-        """Pixels of the input scaled so that ``min_face_size`` becomes the detector's smallest
-        face (MTCNN's first, largest pyramid level): what the detection costs, roughly."""
-        scale = self.smallest_face / self.min_face_size
-        height, width = self.pixels.shape[:2]
-        return int(height * scale + 1) * int(width * scale + 1)
+    work: int
 
 
 @dataclass
@@ -45,8 +37,8 @@ class Face:
 
 
 class FacePipeline:
-    """Detects on at most ``detect_max_side`` pixels a side (None: on the photo as it is); aligns
-    and embeds from the full-resolution photo."""
+    """Detects on at most ``detect_max_side`` pixels a side, or the detector's own ``max_side``
+    when shorter (None, both: on the photo as it is); aligns and embeds from the full-resolution photo."""
 
     def __init__(
         self,
@@ -67,27 +59,31 @@ class FacePipeline:
         return self.detect_input(self.detection_input(image, options), options)
 
     def detection_input(self, image: np.ndarray, options: DetectionOptions) -> DetectionInput:
-        """What detection runs on: the photo, or a copy of it ``detect_max_side`` long.
+        """What detection runs on: the photo, or a copy of it as long as the shorter of
+        ``detect_max_side`` and the detector's ``max_side``.
 
-        A photo longer than ``detect_max_side`` is detected on a copy area-resized to that
-        length: MTCNN's cost and memory follow the pixels it sees. ``min_face_size`` stays
-        in the photo's pixels, except that it never falls under the detector's smallest face
-        in the copy (P-Net's 12 px window), since that would upsample the copy back: on a copy
-        ``factor`` times the photo's size, the smallest face found is
-        max(min_face_size, smallest_face / factor) photo pixels.
+        A photo longer than that is detected on a copy area-resized to that length: MTCNN's
+        cost and memory follow the pixels it sees, and a single-shot detector would shrink it
+        to its ``max_side`` itself, a second resize. ``min_face_size`` stays in the photo's
+        pixels, except that it never falls under the detector's smallest face in the copy
+        (P-Net's 12 px window), since that would upsample the copy back: on a copy ``factor``
+        times the photo's size, the smallest face found is max(min_face_size, smallest_face /
+        factor) photo pixels.
         """
         height, width = image.shape[:2]
         longest = max(height, width)
-        smallest = self.detector.smallest_face
-        if self.detect_max_side is None or longest <= self.detect_max_side:
-            return DetectionInput(image, options.min_face_size, (height, width), smallest)
-        factor = self.detect_max_side / longest
+        detector = self.detector
+        sides = [side for side in (self.detect_max_side, detector.max_side) if side is not None]
+        if not sides or longest <= min(sides):
+            work = detector.work(height, width, options.min_face_size)
+            return DetectionInput(image, options.min_face_size, (height, width), work)
+        factor = min(sides) / longest
         size = (max(1, round(width * factor)), max(1, round(height * factor)))
         copy = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
         DOWNSCALED_DETECTIONS.inc()
-        return DetectionInput(
-            copy, max(smallest, round(options.min_face_size * factor)), (height, width), smallest
-        )
+        min_face_size = max(detector.smallest_face, round(options.min_face_size * factor))
+        work = detector.work(size[1], size[0], min_face_size)
+        return DetectionInput(copy, min_face_size, (height, width), work)
 
     def detect_input(self, prepared: DetectionInput, options: DetectionOptions) -> list[Detection]:
         """Runs the detector on what :meth:`detection_input` prepared; boxes in the photo's pixels."""
@@ -157,8 +153,7 @@ class FacePipeline:
 
 def split_per_image(vectors: np.ndarray, detections: Sequence[Sequence[Detection]]) -> list[np.ndarray]:
     """Consecutive rows of ``vectors``, one block per image, as many as it has faces."""
-    bounds = np.cumsum([0, *(len(faces) for faces in detections)])
-    return [vectors[start:end] for start, end in itertools.pairwise(bounds)]
+    return split_rows(vectors, [len(faces) for faces in detections])
 
 
 def faces_of(

@@ -5,9 +5,9 @@ from __future__ import annotations
 import ctypes
 import os
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import onnxruntime as ort
 import structlog
@@ -29,7 +29,11 @@ class GpuRequiredError(RuntimeError):
 
 @dataclass(frozen=True)
 class RuntimeOptions:
-    """How every model session of the embedder runs: the providers asked for and their options."""
+    """How every model session of the embedder runs: the providers asked for and their options.
+
+    The defaults, for tests and tools that build one bare, run on the CPU; the service's own come
+    from its settings (:meth:`from_settings`).
+    """
 
     providers: tuple[str, ...] = (CPU,)
     intra_op_threads: int = 0  # 0: one per available core
@@ -43,17 +47,11 @@ class RuntimeOptions:
 
     @classmethod
     def from_settings(cls, settings: EmbedderSettings) -> RuntimeOptions:
-        return cls(
-            providers=tuple(settings.providers),
-            intra_op_threads=settings.intra_op_threads,
-            cuda_device_id=settings.cuda_device_id,
-            cuda_tf32=settings.cuda_tf32,
-            cudnn_conv_algo_search=settings.cudnn_conv_algo_search,
-            cuda_mem_limit_bytes=settings.cuda_mem_limit_bytes,
-            io_binding=settings.io_binding,
-            shape_buckets=settings.shape_buckets,
-            require_gpu=settings.require_gpu,
-        )
+        """Each option from the setting of its name: an option added here without one is an
+        AttributeError at start-up, not a default silently kept."""
+        values: dict[str, Any] = {field.name: getattr(settings, field.name) for field in fields(cls)}
+        values["providers"] = tuple(values["providers"])
+        return cls(**values)
 
     @property
     def uses_cuda(self) -> bool:

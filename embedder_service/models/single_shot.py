@@ -15,7 +15,7 @@ import numpy as np
 
 from embedder_service.models.base import OnnxModel
 from embedder_service.models.buckets import BatchLadder, ModelShapes
-from embedder_service.models.detection import Detection, DetectionOptions
+from embedder_service.models.detection import Detection, DetectionOptions, FaceDetector
 from embedder_service.models.detector import as_rgb
 from embedder_service.models.session import RuntimeOptions
 
@@ -57,10 +57,11 @@ def grid(rows: int, cols: int, stride: int, per_cell: int = 1) -> np.ndarray:
     return np.repeat(corners, per_cell, axis=0)
 
 
-class SingleShotDetector(ABC):
+class SingleShotDetector(FaceDetector, ABC):
     """A detector of one ONNX pass: the photo, scaled to at most ``max_side`` pixels a side
     (these nets find faces of about 10 to 300 px), sits in the top-left corner of a zero canvas:
-    the graph's fixed input size, else the scaled photo padded to a multiple of 32."""
+    the graph's fixed input size, else the scaled photo padded to a multiple of 32. The pipeline
+    hands it photos already shrunk to ``max_side``: then only a fixed-size graph resizes again."""
 
     smallest_face: ClassVar[int]  # the smallest face found, in the pixels the net sees
     nms_iou: ClassVar[float]
@@ -71,8 +72,13 @@ class SingleShotDetector(ABC):
         self.batches = BatchLadder(BATCH)
 
     @property
-    def providers_in_use(self) -> list[str]:
-        return self.model.providers_in_use
+    def models(self) -> list[OnnxModel]:
+        return [self.model]
+
+    def work(self, height: int, width: int, min_face_size: int) -> int:
+        """The canvas's pixels: one pass over it, whatever the size of the faces."""
+        canvas_h, canvas_w = self._canvas_size(*self._seen_size(height, width))
+        return canvas_h * canvas_w
 
     @abstractmethod
     def blob(self, canvas: np.ndarray) -> np.ndarray:
@@ -115,21 +121,28 @@ class SingleShotDetector(ABC):
     def _fit(self, rgb: np.ndarray) -> _Fitted:
         """The photo scaled to the net's input, in the top-left corner of its canvas."""
         height, width = rgb.shape[:2]
-        fixed = self._fixed_input()
-        if fixed is None:
-            factor = min(1.0, self.max_side / max(height, width))
-        else:
-            factor = min(fixed[0] / height, fixed[1] / width)
-        seen_w, seen_h = max(1, round(width * factor)), max(1, round(height * factor))
+        seen_h, seen_w = self._seen_size(height, width)
         canvas = np.zeros((*self._canvas_size(seen_h, seen_w), 3), np.uint8)
         canvas[:seen_h, :seen_w] = (
             rgb
             if (seen_h, seen_w) == (height, width)
             else cv2.resize(
-                rgb, (seen_w, seen_h), interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
+                rgb,
+                (seen_w, seen_h),
+                interpolation=cv2.INTER_AREA if seen_h * seen_w < height * width else cv2.INTER_LINEAR,
             )
         )
         return _Fitted(canvas, (height, width), (seen_h, seen_w))
+
+    def _seen_size(self, height: int, width: int) -> tuple[int, int]:
+        """The photo's (height, width) scaled into the net's input: to at most ``max_side`` a side,
+        or as large as fits a fixed input."""
+        fixed = self._fixed_input()
+        if fixed is None:
+            factor = min(1.0, self.max_side / max(height, width))
+        else:
+            factor = min(fixed[0] / height, fixed[1] / width)
+        return max(1, round(height * factor)), max(1, round(width * factor))
 
     def _canvas_size(self, seen_h: int, seen_w: int) -> tuple[int, int]:
         """The graph's fixed size; with buckets the ``max_side`` square; else the photo padded to 32."""

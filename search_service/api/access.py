@@ -38,9 +38,8 @@ _CROSS_SITE = "cross-site request refused: its Origin is neither this service no
 
 @dataclass(frozen=True)
 class Access:
-    """What the caller may do: its key's scope and collections (keys off: everything)."""
+    """Which collections the caller may use (keys off: every one); authorize() has checked its scope."""
 
-    scope: KeyScope
     collections: frozenset[str] | None  # None: every collection
     key_id: str | None  # None when the service has no keys
 
@@ -75,7 +74,7 @@ class Access:
         return self._checked(named)
 
 
-_OPEN = Access(scope="write", collections=None, key_id=None)
+_OPEN = Access(collections=None, key_id=None)
 
 
 def forbidden(reason: AuthFailure, detail: str) -> HTTPException:
@@ -102,7 +101,7 @@ def authorize(request: Request) -> Access:
     if not key.allows(needed):
         log.info("scope refused", key_id=key.key_id, needed=needed)
         raise forbidden("scope", f"this API key may {key.scope} but not {needed}")
-    return Access(scope=key.scope, collections=key.collections, key_id=key.key_id)
+    return Access(collections=key.collections, key_id=key.key_id)
 
 
 AccessDep = Annotated[Access, Depends(authorize)]

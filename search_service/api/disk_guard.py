@@ -9,30 +9,34 @@ held to the floor; writes that still meet a full disk are refused by storage (al
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import structlog
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from facesearch_common.upload_limit import declared_length
 from search_service.api import presenters
 from search_service.services.container import Services
 
 log = structlog.get_logger(__name__)
 
-UPLOAD_PATHS = frozenset({"/images", "/videos"})
-
 
 class DiskGuardMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, upload_paths: Collection[str]) -> None:
+        """``upload_paths``: the exact paths whose POSTed bodies are stored."""
         self.app = app
+        self.upload_paths = frozenset(upload_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in UPLOAD_PATHS:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.upload_paths:
             await self.app(scope, receive, send)
             return
         services: Services = scope["app"].state.services
         space = services.disk_space()
-        incoming = _declared_length(Headers(scope=scope))
+        # Absent or unreadable: 0 here (the upload limits judge such a body as it streams in).
+        incoming = declared_length(Headers(scope=scope)) or 0
         if space.free_bytes - incoming >= space.min_free_bytes:
             await self.app(scope, receive, send)
             return
@@ -45,9 +49,3 @@ class DiskGuardMiddleware:
         )
         detail = presenters.disk_refusal(space, incoming)
         await JSONResponse({"detail": detail}, status_code=507)(scope, receive, send)
-
-
-def _declared_length(headers: Headers) -> int:
-    """The body's declared length; 0 when absent or unreadable (the upload limits judge those)."""
-    value = headers.get("content-length", "")
-    return int(value) if value.isascii() and value.isdigit() else 0

@@ -118,7 +118,6 @@ def install_error_handlers(app: FastAPI) -> None:
 _DESCRIPTIONS = {
     400: "A body that is not well-formed multipart/form-data, or a photo the embedder could not read "
     "(corrupt or truncated; named in `detail`).",
-    401: "No API key, or an unknown one, while the service requires keys (`SEARCH_API_KEYS`).",
     403: "The API key may not do this (a read key writing, or another collection), or a browser "
     "page of another origin sent a state-changing request.",
     404: "No such id.",

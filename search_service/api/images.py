@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Header, Query, Response, UploadFile
-from fastapi.responses import FileResponse
 
 from search_service.api import presenters
 from search_service.api.access import AccessDep
 from search_service.api.deps import ServicesDep
 from search_service.api.errors import error_responses, invalid_parameter
+from search_service.api.ranged_file import RANGE_SUPPORT, RangedFileResponse, ranged_file_responses
 from search_service.api.schemas import (
     COLLECTION_PATTERN,
     MAX_EXTERNAL_ID_CHARS,
@@ -124,13 +124,14 @@ async def get_image(services: ServicesDep, image_id: IdPath) -> Image:
 
 @router.get(
     "/{image_id}/file",
-    response_class=FileResponse,
+    response_class=RangedFileResponse,
     summary="The stored photo, byte for byte",
-    responses={200: {"content": {"image/*": {}}, "description": "The photo."}, **error_responses(404)},
+    responses={**ranged_file_responses("image/*", "The photo."), **error_responses(404)},
+    description=RANGE_SUPPORT,
 )
-async def get_image_file(services: ServicesDep, image_id: IdPath) -> FileResponse:
+async def get_image_file(services: ServicesDep, image_id: IdPath) -> RangedFileResponse:
     path, content_type = await services.images.file(image_id)
-    return FileResponse(path, media_type=content_type)
+    return RangedFileResponse(path, media_type=content_type)
 
 
 # The bytes under an id never change: a browser may keep a thumbnail a day without asking again.

@@ -179,6 +179,11 @@ class Hit(BaseModel):
     external_id: str | None
     collection: str
     box: Box = Field(description="The matched face's box in its photo; videos: in the frame at `best_time`.")
+    filename: str | None = Field(description="The photo's or video's file name as uploaded.")
+    width: int | None = Field(
+        description="The photo's or video's width in pixels, upright: the frame of `box`."
+    )
+    height: int | None = Field(description="Its height in pixels, upright.")
     time_ranges: list[TimeRange] | None = Field(
         description="Videos: [[start_s, end_s], ...] where this person appears; null for images."
     )

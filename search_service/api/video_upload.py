@@ -30,7 +30,7 @@ from starlette.concurrency import run_in_threadpool
 
 from search_service.api.errors import invalid_parameter
 from search_service.domain import StagedFile
-from search_service.errors import DISK_FULL_ERRNOS, InsufficientStorageError, UploadTooLargeError
+from search_service.errors import UploadTooLargeError, refused_when_full
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
@@ -254,15 +254,12 @@ async def _receive(
                     }
                 ]
             ) from error
-    except BaseException as error:
+    except BaseException:
         with suppress(OSError):  # closing flushes the buffer, which fails again on a full disk
             file.close()
         path.unlink(missing_ok=True)
-        if isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS:
-            raise InsufficientStorageError(
-                "the disk is full: the upload was not stored; free space or delete stored media, then retry"
-            ) from error
-        raise
+        with refused_when_full("the upload"):  # re-raised through it: a full disk becomes a 507
+            raise
     field = parts.file_field
     if field is None:
         path.unlink(missing_ok=True)

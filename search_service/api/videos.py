@@ -5,18 +5,16 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import FileResponse
 
 from search_service.api import presenters
 from search_service.api.access import AccessDep
 from search_service.api.deps import ServicesDep
 from search_service.api.errors import error_responses
-from search_service.api.ranged_file import RangedFileResponse
+from search_service.api.ranged_file import RANGE_SUPPORT, RangedFileResponse, ranged_file_responses
 from search_service.api.schemas import (
     COLLECTION_PATTERN,
     MAX_EXTERNAL_ID_CHARS,
     MAX_ID,
-    ErrorResponse,
     IdPath,
     Video,
     VideoAccepted,
@@ -118,42 +116,23 @@ async def get_video(services: ServicesDep, video_id: IdPath) -> Video:
     "/{video_id}/file",
     response_class=RangedFileResponse,
     summary="The stored video, byte for byte; Range requests play and seek it in a browser",
-    responses={
-        200: {"content": {"video/*": {}}, "description": "The whole video."},
-        206: {
-            "content": {"video/*": {}, "multipart/byteranges": {}},
-            "description": "The bytes of the `Range` asked for, with `Content-Range` (several ranges: "
-            "multipart/byteranges).",
-        },
-        400: {
-            "model": ErrorResponse,
-            "description": "A `Range` header that is not `bytes=...`, or whose start lies past its end; "
-            "or the request's Host is not in the service's allow-list.",
-        },
-        416: {
-            "model": ErrorResponse,
-            "description": "No byte of the `Range` lies in the file: `Content-Range: bytes */<size>` says "
-            "its size.",
-        },
-        **error_responses(404),
-    },
+    responses={**ranged_file_responses("video/*", "The whole video."), **error_responses(404)},
+    description=RANGE_SUPPORT,
 )
 async def get_video_file(services: ServicesDep, video_id: IdPath) -> RangedFileResponse:
-    """`Accept-Ranges: bytes`; a `Range` header (one range, a suffix such as `bytes=-1000`, or several)
-    is answered with a 206, and `If-Range` with the `ETag` or `Last-Modified` is honoured
-    (Starlette's FileResponse implements all of it; its refusals come back as JSON)."""
     path, content_type = await services.videos.file(video_id)
     return RangedFileResponse(path, media_type=content_type)
 
 
 @router.get(
     "/{video_id}/thumbnails/{track_id}",
-    response_class=FileResponse,
+    response_class=RangedFileResponse,
     summary="The clearest face of a track, as JPEG",
-    responses={200: {"content": {"image/jpeg": {}}, "description": "The face."}, **error_responses(404)},
+    responses={**ranged_file_responses("image/jpeg", "The face."), **error_responses(404)},
+    description=RANGE_SUPPORT,
 )
-async def get_thumbnail(services: ServicesDep, video_id: IdPath, track_id: IdPath) -> FileResponse:
-    return FileResponse(await services.videos.thumbnail(video_id, track_id), media_type="image/jpeg")
+async def get_thumbnail(services: ServicesDep, video_id: IdPath, track_id: IdPath) -> RangedFileResponse:
+    return RangedFileResponse(await services.videos.thumbnail(video_id, track_id), media_type="image/jpeg")
 
 
 @router.delete(

@@ -54,7 +54,6 @@ class Services:
                 settings.match_threshold,
                 frames,
                 settings.video,
-                embedder.status,
             ),
             videos=videos,
         )
@@ -73,8 +72,6 @@ class Services:
     async def health(self) -> HealthReport:
         index = await asyncio.to_thread(self.index.health)
         embedder = await self.embedder.status()
-        # Health is probed every few seconds: the moment to take back a reserve a delete spent.
-        await asyncio.to_thread(self.storage.restore_reserve)
         return HealthReport(
             index_backend=index.backend,
             index_ok=index.ok,

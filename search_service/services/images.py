@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-import struct
 from collections.abc import Collection, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 import structlog
 from PIL import Image, ImageOps
 
+from facesearch_common.imaging import DECODE_ERRORS, to_rgb8, unsigned_32_bit
 from search_service.domain import ImageRecord, NewImage, StoredImage, Thumbnail, Upload
 from search_service.errors import EmbedderRejectedError, NotFoundError, UndecodableImageError
 from search_service.index.base import FaceIndex
@@ -27,8 +27,8 @@ log = structlog.get_logger(__name__)
 THUMBNAIL_QUALITY = 80
 # A full-size photo decodes into memory (a 40-megapixel PNG: 120 MB): at most this many at once.
 _THUMBNAIL_SLOTS = os.cpu_count() or 1
-# What Pillow raises on bytes it cannot decode, beyond OSError (as the embedder guards them).
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, TypeError, IndexError, KeyError, EOFError, struct.error)
+# A stored photo that does not render: malformed bytes, or more pixels than Pillow's bomb guard allows.
+_RENDER_ERRORS: tuple[type[BaseException], ...] = (*DECODE_ERRORS, Image.DecompressionBombError)
 
 
 def thumbnail_etag(sha256: str, max_side: int) -> str:
@@ -38,14 +38,19 @@ def thumbnail_etag(sha256: str, max_side: int) -> str:
 
 def render_thumbnail(path: Path, max_side: int) -> bytes:
     """The photo upright (EXIF-rotated, as the embedder saw it, so that face boxes fit), scaled to
-    fit ``max_side`` (never up), as JPEG."""
+    fit ``max_side`` (never up), as JPEG; its colours as the embedder converts them (wide
+    greyscale scaled to 8 bits, not clipped to white)."""
     with Image.open(path) as image:
         # JPEG decodes at 1/2, 1/4 or 1/8 scale at once: far faster than decoding, then shrinking.
         image.draft("RGB", (max_side, max_side))
+        unsigned = unsigned_32_bit(image)
         upright = ImageOps.exif_transpose(image)
+        if upright.mode != "RGB":
+            # Before scaling: Pillow resizes none of the 16-bit greyscale modes.
+            upright = Image.fromarray(to_rgb8(upright, unsigned_32=unsigned))
         upright.thumbnail((max_side, max_side))
         buffer = io.BytesIO()
-        upright.convert("RGB").save(buffer, "JPEG", quality=THUMBNAIL_QUALITY)
+        upright.save(buffer, "JPEG", quality=THUMBNAIL_QUALITY)
     return buffer.getvalue()
 
 
@@ -140,7 +145,7 @@ class ImagesService:
         async with self._thumbnail_slots:
             try:
                 jpeg = await asyncio.to_thread(render_thumbnail, self._images.file(record), max_side)
-            except (*_DECODE_ERRORS, Image.DecompressionBombError) as error:
+            except _RENDER_ERRORS as error:
                 log.warning("stored photo does not decode", image_id=image_id, error=repr(error))
                 raise UndecodableImageError(
                     f"the stored photo {image_id} ({record.filename}) does not decode: {error}"

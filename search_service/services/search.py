@@ -8,14 +8,13 @@ import itertools
 import math
 import threading
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
 import structlog
 from prometheus_client import Histogram
 
-from search_service.clients.embedder import EmbedderStatus
 from search_service.domain import (
     FaceObservation,
     HitSource,
@@ -31,8 +30,6 @@ from search_service.domain import (
 )
 from search_service.errors import (
     ClipTooLongError,
-    EmbedderUnavailableError,
-    ModelMismatchError,
     NoFaceError,
     NotAVideoError,
     NotFoundError,
@@ -155,22 +152,6 @@ def merged_ranges(
     return [(start, end) for start, end, _ in merged], [score for *_, score in merged]
 
 
-async def _model_threshold(embedder_status: Callable[[], Awaitable[EmbedderStatus]], dimension: int) -> float:
-    """The match threshold calibrated for the embedder's model, which must be the stored vectors'."""
-    status = await embedder_status()
-    if status.model is None or status.match_threshold is None:
-        raise EmbedderUnavailableError(
-            f"the match threshold is the embedding model's, and the embedder does not answer "
-            f"({status.problem}): pass `threshold`, or retry later"
-        )
-    if status.model.dimension != dimension:
-        raise ModelMismatchError(
-            f"the stored vectors are {dimension}-d but the embedder runs {status.model.name} "
-            f"({status.model.dimension}-d): its match threshold does not apply; pass `threshold`"
-        )
-    return status.match_threshold
-
-
 def _ignore_progress(fraction: float, frames: int, faces: int) -> None:
     """A query clip reports no progress: its client is waiting for the answer itself."""
 
@@ -189,7 +170,6 @@ class SearchService:
         threshold: float | None,
         frames: FrameEmbedder,
         video: VideoSettings,
-        embedder_status: Callable[[], Awaitable[EmbedderStatus]],
     ) -> None:
         self._faces = faces
         self._index = index
@@ -197,8 +177,6 @@ class SearchService:
         self._threshold = threshold  # None: the embedding model's own
         self._frames = frames
         self._video = video
-        # The embedder's model as its health probe last saw it (GET /healthz reports the same).
-        self._embedder_status = embedder_status
         self._clip_slots = asyncio.Semaphore(video.max_concurrent_queries)
         # Set to stop a clip analysis: its client went away, or the service is stopping.
         self._clip_stops: set[threading.Event] = set()
@@ -289,7 +267,7 @@ class SearchService:
             raise NotFoundError(f"no face with id {face_id}")
         model_threshold = None
         if query.threshold is None and self._threshold is None:
-            model_threshold = await _model_threshold(self._embedder_status, stored.vector.size)
+            model_threshold = await self._detector.model_threshold()
         threshold = self._threshold_for(query, model_threshold)
         [hits] = await asyncio.to_thread(
             self._rank, [stored.vector[np.newaxis]], query, threshold, stored.own_face_ids

@@ -53,6 +53,7 @@ class Storage:
         unreferenced file may be an upload in progress, not debris.
         """
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # photos, faces: the owner's alone
+        # Allocated after each write through reserve.freeing, the first being opening the database.
         reserve = Reserve(data_dir / RESERVE_FILE, reserve_bytes)
         database = Database(data_dir / FILE_NAME, reserve)
         blobs = BlobStore(data_dir / "media", faults)
@@ -60,7 +61,6 @@ class Storage:
             removed = reserve.freeing(partial(blobs.sweep, referenced_files(database)))
             if removed:
                 log.info("removed unreferenced files left by an interrupted write", files=removed)
-        reserve.restore()
         watch_free_bytes(data_dir)
         return cls(
             data_dir=data_dir,
@@ -79,10 +79,6 @@ class Storage:
     def reserve_held(self) -> int:
         """Bytes the disk reserve holds now (0 while released)."""
         return self.database.reserve.held()
-
-    def restore_reserve(self) -> None:
-        """Allocate the disk reserve again if it was released and there is room now."""
-        self.database.reserve.restore()
 
     def close(self) -> None:
         self.database.close()

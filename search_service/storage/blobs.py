@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import IO
 
 from facesearch_common.files import commit_file
+from search_service.errors import refused_when_full
 from search_service.storage.faults import FaultHook, no_faults
-from search_service.storage.space import refused_when_full
 
 
 class BlobStore:

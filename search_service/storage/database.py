@@ -25,7 +25,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from search_service.storage.space import Reserve, refused_when_full
+from search_service.errors import refused_when_full
+from search_service.storage.space import Reserve, says_disk_full
 
 FILE_NAME = "facesearch.sqlite3"
 
@@ -102,7 +103,7 @@ class Database:
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """A write transaction under the lock; commits on success, rolls back on error (a full
         disk: InsufficientStorageError)."""
-        with self.lock, refused_when_full("the change"):
+        with self.lock, refused_when_full("the change", says_disk_full):
             self._connection.execute("BEGIN IMMEDIATE")
             try:
                 yield self._connection

@@ -27,7 +27,8 @@ class FaceRepository:
         with self._database.reading() as db:
             rows = db.execute(
                 "SELECT f.id, f.media_id, f.source, f.collection, f.x1, f.y1, f.x2, f.y2, f.time_s, "
-                "f.track_id, m.external_id, t.person FROM faces f JOIN media m ON m.id = f.media_id "
+                "f.track_id, m.external_id, m.filename, m.width, m.height, t.person "
+                "FROM faces f JOIN media m ON m.id = f.media_id "
                 f"LEFT JOIN tracks t ON t.id = f.track_id WHERE f.id {IN_LIST}",
                 (as_list(sorted(set(face_ids))),),
             ).fetchall()
@@ -47,6 +48,9 @@ class FaceRepository:
                 external_id=row["external_id"],
                 collection=row["collection"],
                 box=box_of(row),
+                filename=row["filename"],
+                width=row["width"],
+                height=row["height"],
                 time_ranges=None if row["person"] is None else ranges[(row["media_id"], row["person"])],
                 person=row["person"],
                 track_id=row["track_id"],
@@ -57,10 +61,11 @@ class FaceRepository:
 
     def stored_face(self, face_id: int) -> StoredFace | None:
         """A stored face with its vector, as a search query; None when there is none."""
-        where = self.describe([face_id]).get(face_id)
-        if where is None:
-            return None
+        # One hold of the (reentrant) lock around describe and the rest: no delete in between.
         with self._database.reading() as db:
+            where = self.describe([face_id]).get(face_id)
+            if where is None:
+                return None
             row = db.execute("SELECT score, embedding FROM faces WHERE id = ?", (face_id,)).fetchone()
             own = (
                 [face_id]
@@ -74,8 +79,6 @@ class FaceRepository:
                     )
                 ]
             )
-        if row is None:  # deleted since describe
-            return None
         return StoredFace(where, row["score"], np.frombuffer(row["embedding"], "<f4"), frozenset(own))
 
     def person_vectors(self, people: Collection[tuple[int, int]]) -> dict[tuple[int, int], PersonVectors]:

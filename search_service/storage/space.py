@@ -4,9 +4,10 @@ A full disk must not lock the store: deleting is how space is freed through the 
 (WAL) has to append the changed pages before a delete commits, and a store reopened on a full disk
 cannot even size its shared-memory file. So the store holds a reserve: a file of allocated blocks
 in the data directory (``SEARCH_DISK_RESERVE_BYTES``). When a delete, or opening the store, fails
-because the disk is full, the reserve is released and the write tried once more; the reserve is
-allocated again once there is room. Any other write that meets a full disk is refused with
-``InsufficientStorageError`` (a 507), leaving nothing half-stored. Why the sizes: docs/decisions/disk.md.
+because the disk is full, the reserve is released and the write tried once more; after each such
+write the reserve is allocated again when it is missing and there is room. Any other write that
+meets a full disk is refused with ``InsufficientStorageError`` (a 507), leaving nothing half-stored.
+Why the sizes: docs/decisions/disk.md.
 """
 
 from __future__ import annotations
@@ -15,15 +16,15 @@ import math
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 import structlog
 from prometheus_client import Gauge
 
-from search_service.errors import DISK_FULL_ERRNOS, InsufficientStorageError
+from search_service import errors
+from search_service.errors import InsufficientStorageError
 
 log = structlog.get_logger(__name__)
 
@@ -56,40 +57,25 @@ def watch_free_bytes(path: Path) -> None:
     FREE_BYTES.set_function(measure)
 
 
-def is_disk_full(error: BaseException) -> bool:
-    if isinstance(error, InsufficientStorageError):
-        return True
+def says_disk_full(error: BaseException) -> bool:
+    """Whether an OSError or SQLite error says that the disk is full (for ``refused_when_full``)."""
     if isinstance(error, sqlite3.Error):
         # Errors raised by the sqlite3 module itself (a closed connection) carry no code.
         return getattr(error, "sqlite_errorcode", None) in _DISK_FULL_CODES
-    return isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS
-
-
-@contextmanager
-def refused_when_full(what: str) -> Iterator[None]:
-    """A full disk met in the block becomes InsufficientStorageError; other errors pass unchanged."""
-    try:
-        yield
-    except InsufficientStorageError:
-        raise
-    except (OSError, sqlite3.Error) as error:
-        if not is_disk_full(error):
-            raise
-        raise InsufficientStorageError(
-            f"the disk is full: {what} was not stored; free space or delete stored media, then retry"
-        ) from error
+    return errors.says_disk_full(error)
 
 
 class Reserve:
-    """A file of ``size`` allocated bytes, released when a write that frees space needs its room."""
+    """A file of ``size`` allocated bytes, released when a write that frees space needs its room,
+    and allocated again after such a write (``freeing``) once there is room."""
 
     def __init__(self, path: Path, size: int) -> None:
         self.path = path
         self.size = size
-        # Held from a release to the retry's end: a restore meanwhile (a health probe) would take
-        # back the room the retry needs.
+        # Held from a release to the retry's end: a restore meanwhile (after another thread's
+        # delete) would take back the room the retry needs.
         self._lock = threading.RLock()
-        self._waiting = False  # for room to allocate it: said once, not at every health probe
+        self._waiting = False  # for room to allocate it: said once, not after every delete
 
     def held(self) -> int:
         """Bytes the reserve holds now (0 while released)."""
@@ -130,28 +116,29 @@ class Reserve:
         self._waiting = False
         log.info("disk reserve allocated", reserve_bytes=self.size, free_bytes=free - missing)
 
-    def release(self) -> bool:
-        """Free the reserve's room; False when there was none to free."""
+    def release(self) -> None:
+        """Free the reserve's room (when it holds any)."""
         held = self.held()
         try:
             self.path.unlink()
         except FileNotFoundError:
-            return False
+            return
         log.warning("the disk is full: released the disk reserve", reserve_bytes=held)
-        return held > 0
 
     def freeing(self, write: Callable[[], Result]) -> Result:
         """Run ``write``, one that frees space or must not fail for lack of it (a delete, opening the
-        store): when the disk is full, release the reserve, run it once more, then restore the
-        reserve if the write made room for it."""
+        store): when the disk is full, release the reserve and run it once more. After it succeeds,
+        take the reserve back if it is not held and there is room (a stat when it is held): so a
+        store that opened, or spent its reserve, on a full disk regains it at its next delete."""
         try:
-            return write()
+            result = write()
         except (OSError, sqlite3.Error, InsufficientStorageError) as error:
-            if not is_disk_full(error):
+            if not (isinstance(error, InsufficientStorageError) or says_disk_full(error)):
                 raise
             with self._lock:
-                if not self.release():
-                    raise
+                # Retried even when there was nothing to release: a concurrent write may have
+                # just released it, or freed space, while this one was failing.
+                self.release()
                 result = write()
-                self._allocate()
-                return result
+        self.restore()
+        return result

@@ -35,6 +35,7 @@ from search_service.storage.media import (
     MediaRepository,
     box_of,
     face_batch,
+    find_media,
     media_fields,
     unreferenced,
 )
@@ -43,6 +44,14 @@ _COLUMNS = ", ".join((*MEDIA_FIELDS, "duration_s", "fps"))
 _INSERT_FACE = (
     "INSERT INTO faces (media_id, track_id, source, collection, time_s, x1, y1, x2, y2, score, embedding) "
     "VALUES (?, ?, 'video', ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"
+)
+# A person's face id: the first vector of its best track (thumbnail_track), else its first vector.
+# Never NULL: every track stores at least one vector, in the person's transaction. Both lookups
+# walk the faces_track index.
+_PERSON_FACE = (
+    "COALESCE((SELECT MIN(id) FROM faces WHERE track_id = p.thumbnail_track), "
+    "(SELECT MIN(f.id) FROM tracks t JOIN faces f ON f.track_id = t.id "
+    "WHERE t.media_id = p.media_id AND t.person = p.person))"
 )
 # Uploading a video again whose last job ended like this queues a new job: how a client retries.
 _RETRYABLE_STATES: tuple[JobState, ...] = ("failed", "cancelled")
@@ -84,19 +93,10 @@ def _records(db: sqlite3.Connection, rows: Sequence[sqlite3.Row]) -> list[VideoR
                 has_thumbnail=track["thumbnail_sha256"] is not None,
             )
         )
-    # A person's face id: the first vector of its best track (thumbnail_track) where there is one.
-    face_ids: dict[tuple[int, int], int] = {}
-    for face in db.execute(
-        "SELECT t.media_id, t.person, f.id FROM faces f JOIN tracks t ON t.id = f.track_id "
-        "JOIN people p ON p.media_id = t.media_id AND p.person = t.person "
-        f"WHERE t.media_id {IN_LIST} ORDER BY t.id IS NOT p.thumbnail_track, f.id",
-        (ids,),
-    ):
-        face_ids.setdefault((face["media_id"], face["person"]), face["id"])
     people: dict[int, list[PersonRecord]] = {}
     for person in db.execute(
-        f"SELECT media_id, person, time_ranges, thumbnail_track FROM people WHERE media_id {IN_LIST} "
-        "ORDER BY media_id, person",
+        f"SELECT media_id, person, time_ranges, thumbnail_track, {_PERSON_FACE} AS face_id "
+        f"FROM people p WHERE media_id {IN_LIST} ORDER BY media_id, person",
         (ids,),
     ):
         key = (person["media_id"], person["person"])
@@ -106,7 +106,7 @@ def _records(db: sqlite3.Connection, rows: Sequence[sqlite3.Row]) -> list[VideoR
                 time_ranges(person["time_ranges"]),
                 tracks.get(key, []),
                 person["thumbnail_track"],
-                face_ids[key],  # every track stores at least one vector, in the person's transaction
+                person["face_id"],
             )
         )
     return [
@@ -140,11 +140,8 @@ class VideoRepository(MediaRepository[VideoRecord]):
             # The file is durable before the row naming it, as for photos (see Database).
             self._blobs.put_file(staged.sha256, staged.path)
             with self._database.transaction() as db:
-                existing = db.execute(
-                    "SELECT id FROM media WHERE kind = 'video' AND collection = ? AND sha256 = ?",
-                    (collection, staged.sha256),
-                ).fetchone()
-                if existing is None:
+                existing = find_media(db, "video", "id", sha256=[staged.sha256], collection=collection)
+                if not existing:
                     video_id = db.execute(
                         "INSERT INTO media (kind, collection, external_id, sha256, filename, content_type, "
                         "size_bytes, created_at) VALUES ('video', ?, ?, ?, ?, ?, ?, ?) RETURNING id",
@@ -159,7 +156,7 @@ class VideoRepository(MediaRepository[VideoRecord]):
                         ),
                     ).fetchone()[0]
                     return SubmittedVideo(video_id, insert_job(db, video_id), duplicate=False)
-                video_id = existing["id"]
+                video_id = existing[0]["id"]
                 last = db.execute(
                     "SELECT id, state FROM jobs WHERE media_id = ? ORDER BY id DESC LIMIT 1", (video_id,)
                 ).fetchone()

@@ -10,7 +10,7 @@ import dataclasses
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
@@ -96,37 +96,49 @@ def process_video(
     frames: Generator[SampledFrame, None, None] = sample_frames(path, sample_fps, max_side=max_side)
     # Sent to detect_and_embed and not yet tracked, oldest first.
     in_flight: deque[_Sent] = deque()
+
+    def read() -> list[SampledFrame]:
+        nonlocal decode
+        mark = time.perf_counter()
+        try:
+            batch = _read_batch(frames, batch_size, should_cancel)
+        except (VideoCancelled, VideoDecodeError):
+            # As if the batches had run one after another: a batch sent before this one that
+            # fails raises its own error instead.
+            for _, future in in_flight:
+                future.result()
+            raise
+        decode += time.perf_counter() - mark
+        return batch
+
+    def track(sent: _Sent) -> None:
+        nonlocal detect, tracking, frames_done, faces_seen
+        batch, future = sent
+        mark = time.perf_counter()
+        found = future.result()
+        detect += time.perf_counter() - mark
+        if len(found) != len(batch):
+            raise ValueError(f"detect_and_embed gave {len(found)} results for {len(batch)} frames")
+        mark = time.perf_counter()
+        for sampled, faces in zip(batch, found, strict=True):
+            tracker.update(sampled.t_seconds, [_to_source(f, scale) for f in faces], sampled.image_rgb)
+            faces_seen += len(faces)
+        tracking += time.perf_counter() - mark
+        frames_done += len(batch)
+        # Never 1.0 before the end: the tracks are not summarised yet.
+        report(0.99 * batch[-1].t_seconds / info.duration if info.duration > 0 else 0.0)
+
     # As many threads as batches in flight: a batch is never queued behind another one here.
     with ThreadPoolExecutor(batches_in_flight, thread_name_prefix="video-detect") as pool:
         try:
-            decoding = True
-            while decoding or in_flight:
-                if decoding:
-                    mark = time.perf_counter()
-                    batch = _read_batch(frames, batch_size, should_cancel, in_flight)
-                    decode += time.perf_counter() - mark
-                    decoding = len(batch) == batch_size
-                    if batch:
-                        images = [f.image_rgb for f in batch]
-                        in_flight.append((batch, pool.submit(detect_and_embed, images)))
-                if not in_flight or (decoding and len(in_flight) < batches_in_flight):
-                    continue
-                batch, future = in_flight.popleft()
-                mark = time.perf_counter()
-                found = future.result()
-                detect += time.perf_counter() - mark
-                if len(found) != len(batch):
-                    raise ValueError(f"detect_and_embed gave {len(found)} results for {len(batch)} frames")
-                mark = time.perf_counter()
-                for sampled, faces in zip(batch, found, strict=True):
-                    tracker.update(
-                        sampled.t_seconds, [_to_source(f, scale) for f in faces], sampled.image_rgb
-                    )
-                    faces_seen += len(faces)
-                tracking += time.perf_counter() - mark
-                frames_done += len(batch)
-                # Never 1.0 before the end: the tracks are not summarised yet.
-                report(0.99 * batch[-1].t_seconds / info.duration if info.duration > 0 else 0.0)
+            while batch := read():
+                in_flight.append((batch, pool.submit(detect_and_embed, [f.image_rgb for f in batch])))
+                if len(in_flight) == batches_in_flight:
+                    track(in_flight.popleft())
+                if len(batch) < batch_size:
+                    break  # the end of the video: reading on would only poll should_cancel again
+            while in_flight:
+                track(in_flight.popleft())
         finally:
             # Closes the container at once, also on cancellation or a failing callback; leaving the
             # pool then waits for the batches still in flight, whose results are dropped.
@@ -160,29 +172,17 @@ def process_video(
 
 
 def _read_batch(
-    frames: Generator[SampledFrame, None, None],
-    size: int,
-    should_cancel: Callable[[], bool] | None,
-    sent: Iterable[_Sent],
+    frames: Generator[SampledFrame, None, None], size: int, should_cancel: Callable[[], bool] | None
 ) -> list[SampledFrame]:
-    """Up to ``size`` frames; fewer only at the end of the video.
-
-    When decoding fails or the video is cancelled, a failure of a batch already ``sent`` is raised
-    instead, as it would have been had that batch finished before this one was decoded.
-    """
+    """Up to ``size`` frames; fewer only at the end of the video."""
     batch: list[SampledFrame] = []
-    try:
-        while len(batch) < size:
-            if should_cancel is not None and should_cancel():
-                raise VideoCancelled("video processing was cancelled")
-            frame = next(frames, None)
-            if frame is None:
-                break
-            batch.append(frame)
-    except (VideoCancelled, VideoDecodeError):
-        for _, future in sent:
-            future.result()
-        raise
+    while len(batch) < size:
+        if should_cancel is not None and should_cancel():
+            raise VideoCancelled("video processing was cancelled")
+        frame = next(frames, None)
+        if frame is None:
+            break
+        batch.append(frame)
     return batch
 
 

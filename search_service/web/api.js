@@ -134,8 +134,8 @@ export function postWithProgress(path, form, onProgress) {
   });
 }
 
-// Media for <img> and <video>: a plain URL while the service needs no key (the browser streams and
-// seeks it, and caches thumbnails); with a key, which an element cannot send, fetched into a blob.
+// Images for <img>: a plain URL while the service needs no key (the browser caches thumbnails); with
+// a key, which an element cannot send, fetched into a blob, kept for the page's other views of it.
 const blobs = new Map();
 export async function mediaUrl(path) {
   if (!storedKey()) return path;
@@ -152,4 +152,17 @@ export async function mediaUrl(path) {
 export function forgetMedia() {
   for (const loading of blobs.values()) loading.then(URL.revokeObjectURL, () => {});
   blobs.clear();
+}
+
+// A video for <video>: a plain URL while the service needs no key (the browser streams and seeks it);
+// with a key, the whole file fetched into a blob that is not kept (a video can be large): the player
+// hands it back to releaseVideo() when it lets go of it.
+export async function videoUrl(path) {
+  if (!storedKey()) return path;
+  const response = await send(path);
+  return URL.createObjectURL(await response.blob());
+}
+
+export function releaseVideo(url) {
+  if (url.startsWith("blob:")) URL.revokeObjectURL(url);
 }

@@ -1,7 +1,7 @@
 // Library: collections with their counts, photos and videos page by page, delete, search by a face.
 
 import { getJson, query, remove } from "./api.js";
-import { forgetRecord, thumbnailPath } from "./search.js";
+import { thumbnailPath } from "./search.js";
 import { apiImage, confirmAction, el, message, photoWithFaces, plural, seconds, timeChips } from "./views.js";
 
 const PHOTOS_PER_PAGE = 48;
@@ -61,7 +61,6 @@ export function setUpLibrary({ searchFace, afterDelete }) {
     const status = kind === "images" ? photosStatus : videosStatus;
     try {
       await remove(`/${kind}/${id}`);
-      forgetRecord(kind, id);
       status.replaceChildren(message("info", `Deleted the ${what} ${name}.`));
     } catch (error) {
       status.replaceChildren(message("error", `The ${what} ${name} was not deleted: ${error.message}`));

@@ -5,37 +5,9 @@ import { acceptDrops, apiImage, el, message, photoWithFaces, plural, seconds, ti
 
 const THUMB_SIDE = 256;
 
-// Photos and videos of hits, fetched once each: a photo's size places the face box on its
-// thumbnail, and both name their file where the hit has no external id.
-const records = new Map();
-function record(kind, id) {
-  const path = `/${kind}/${id}`;
-  if (!records.has(path)) {
-    const loading = getJson(path);
-    loading.catch(() => records.delete(path));
-    records.set(path, loading);
-  }
-  return records.get(path);
-}
-
-const photo = (id) => record("images", id);
-
-export function forgetRecord(kind, id) {
-  records.delete(`/${kind}/${id}`);
-}
-
-// "name · collection", the name being the external id, else the file's name once known.
-function captionOf(hit, kind, fallback) {
-  const caption = el("p", { class: "caption" }, `${hit.external_id || fallback} · ${hit.collection}`);
-  if (!hit.external_id) {
-    record(kind, hit.id).then(
-      (media) => {
-        if (media.filename) caption.textContent = `${media.filename} · ${hit.collection}`;
-      },
-      () => {},
-    );
-  }
-  return caption;
+// "name · collection", the name being the external id, else the file's name (the hit carries both).
+function captionOf(hit, fallback) {
+  return el("p", { class: "caption" }, `${hit.external_id || hit.filename || fallback} · ${hit.collection}`);
 }
 
 export function thumbnailPath(id) {
@@ -52,21 +24,14 @@ function controlsOf(form) {
   };
 }
 
-// A photo thumbnail with one face outlined; the photo's size comes from `GET /images/{id}`.
-function photoWithOneFace(id, box, alt) {
-  const holder = el("div", { class: "hit-photo" });
-  const img = apiImage(thumbnailPath(id), alt);
-  holder.append(img);
-  photo(id).then(
-    (image) =>
-      holder.replaceChildren(
-        photoWithFaces(img, image.width, image.height, [{ box, title: "matched face" }]),
-      ),
-    () => {
-      // The photo is gone (deleted meanwhile): the thumbnail shows the 404 as a broken image.
-    },
+// A photo thumbnail with the hit's face outlined, placed by the photo's size that the hit carries.
+function photoWithOneFace(hit, alt) {
+  const img = apiImage(thumbnailPath(hit.id), alt);
+  return el(
+    "div",
+    { class: "hit-photo" },
+    photoWithFaces(img, hit.width, hit.height, [{ box: hit.box, title: "matched face" }]),
   );
-  return holder;
 }
 
 function scoreLine(hit) {
@@ -83,9 +48,9 @@ function imageHit(hit) {
   return el(
     "li",
     { class: hit.match ? "hit match" : "hit", "data-source": "image", "data-id": hit.id },
-    photoWithOneFace(hit.id, hit.box, `Photo ${name}, matched face outlined`),
+    photoWithOneFace(hit, `Photo ${name}, matched face outlined`),
     scoreLine(hit),
-    captionOf(hit, "images", name),
+    captionOf(hit, name),
   );
 }
 
@@ -102,7 +67,7 @@ function videoHit(hit) {
     { class: hit.match ? "hit video match" : "hit video", "data-source": "video", "data-id": hit.id },
     thumb,
     scoreLine(hit),
-    captionOf(hit, "videos", name),
+    captionOf(hit, name),
     timeChips(hit.id, hit.time_ranges || [], name, hit.best_time),
   );
 }
@@ -207,7 +172,7 @@ export function setUpSearch() {
   // Where a stored face came from (a search by face_id): its photo with the face, or the person.
   async function storedQuery(origin, box) {
     if (origin.source === "image") {
-      const image = await photo(origin.id);
+      const image = await getJson(`/images/${origin.id}`);
       const name = image.external_id || image.filename || `photo ${origin.id}`;
       const img = apiImage(thumbnailPath(origin.id), `Photo ${name}, the searched face outlined`);
       return el(

@@ -1,7 +1,7 @@
 // Building blocks the three sections share: elements, photos with their faces outlined, time
 // range chips, the video player and the delete confirmation.
 
-import { mediaUrl, storedKey } from "./api.js";
+import { mediaUrl, releaseVideo, storedKey, videoUrl } from "./api.js";
 
 // An element with attributes (`on*` functions become listeners) and children (strings become text).
 export function el(tag, attributes = {}, ...children) {
@@ -129,8 +129,20 @@ export function timeChips(videoId, ranges, title, bestTime) {
   return chips;
 }
 
+// The player lets go of its video, and of the blob that held it.
+function unloadVideo(video) {
+  if (video.src) releaseVideo(video.src);
+  video.removeAttribute("src");
+  video.load();
+  delete video.dataset.path;
+}
+
+// Calls of playVideo: a video that finishes loading after a later call (or the close) is dropped.
+let playing = 0;
+
 // The page's one video player, in a dialog: plays a stored video from a second.
 export async function playVideo(videoId, start, title) {
+  const mine = ++playing;
   const dialog = document.getElementById("player");
   const video = dialog.querySelector("video");
   const status = dialog.querySelector(".player-status");
@@ -144,17 +156,22 @@ export async function playVideo(videoId, start, title) {
     });
   };
   const path = `/videos/${videoId}/file`;
-  let source;
-  try {
-    source = await mediaUrl(path);
-  } catch (error) {
-    status.textContent = error.message;
-    return;
-  }
   if (video.dataset.path === path && video.readyState >= HTMLMediaElement.HAVE_METADATA) {
     seek();
     return;
   }
+  let source;
+  try {
+    source = await videoUrl(path);
+  } catch (error) {
+    if (mine === playing) status.textContent = error.message;
+    return;
+  }
+  if (mine !== playing || !dialog.open) {
+    releaseVideo(source);
+    return;
+  }
+  unloadVideo(video);
   video.dataset.path = path;
   video.addEventListener("loadedmetadata", seek, { once: true });
   video.src = source;
@@ -163,7 +180,11 @@ export async function playVideo(videoId, start, title) {
 export function setUpPlayer() {
   const dialog = document.getElementById("player");
   const video = dialog.querySelector("video");
-  dialog.addEventListener("close", () => video.pause());
+  dialog.addEventListener("close", () => {
+    playing += 1; // a video still loading is not wanted any more
+    video.pause();
+    unloadVideo(video);
+  });
   video.addEventListener("error", () => {
     dialog.querySelector(".player-status").textContent = "This video cannot be played in the browser.";
   });

@@ -111,6 +111,18 @@ def test_models_report_checksums_and_providers(client: TestClient, models_dir: P
         assert "CPUExecutionProvider" in model["providers"]
 
 
+def test_models_list_the_nets_mtcnn_runs_and_health_their_common_providers(client: TestClient) -> None:
+    """`make models` builds P-Net twice (pnet_packed.onnx for shape buckets): only the one MTCNN
+    opens is listed, with R-, O-Net and the encoder; /healthz answers what all four run on."""
+    models = client.get("/models").json()["models"]
+    files = {model["file"] for model in models}
+    assert len(files) == 4 and {"rnet.onnx", "onet.onnx", "dlib_resnet_v1.onnx"} < files
+    assert len(files & {"pnet.onnx", "pnet_packed.onnx"}) == 1
+    health = client.get("/healthz").json()["providers"]
+    assert health == [name for name in models[0]["providers"] if all(name in m["providers"] for m in models)]
+    assert "CPUExecutionProvider" in health
+
+
 def test_16_and_32_bit_grey_versions_of_a_photo_still_show_its_face(
     client: TestClient, lfw_photo: bytes
 ) -> None:

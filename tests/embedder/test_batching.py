@@ -103,9 +103,9 @@ class Lane(ModelLock):
         self.reached = threading.Event()
 
     @contextmanager
-    def turn(self, deadline: Deadline | None = None, stage: str = "") -> Iterator[None]:
+    def turn(self) -> Iterator[None]:
         self.reached.set()
-        with super().turn(deadline, stage):
+        with super().turn():
             yield
 
     @contextmanager

@@ -2,7 +2,8 @@
 
 YuNet's decoding is checked against OpenCV's own ``cv2.FaceDetectorYN``, SCRFD's against the
 reference code of the PyPI sdist its file ships in; every detector answers MTCNN's landmark
-order; the API answers faces with embeddings on YuNet, and every model's licence.
+order; the pipeline shrinks a large photo once, to the detector's own side; the API answers
+faces with embeddings on YuNet, and the licences of the models in use; the manifest every one's.
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ from PIL import Image, ImageOps
 from embedder_service.build.__main__ import build_all, main
 from embedder_service.build.detectors import SCRFD, YUNET, SourceError, fetch
 from embedder_service.main import create_app
+from embedder_service.models.detection import DetectionOptions
 from embedder_service.models.detector import Detection
 from embedder_service.models.detectors import DetectorMissingError, build_detector
 from embedder_service.models.manifest import load_manifest
 from embedder_service.models.pipeline import FaceDetector
 from embedder_service.models.session import RuntimeOptions
+from embedder_service.service import build_pipeline
 from embedder_service.settings import OTHER_DETECTOR_THRESHOLDS, EmbedderSettings
 from tests.conftest import SHARED_DATA
 
@@ -190,6 +193,31 @@ def test_large_photos_answer_in_their_own_pixels(shared_data: Path, built: Path,
         np.testing.assert_allclose(scaled.landmarks, face.landmarks * 3, atol=6)
 
 
+@pytest.mark.parametrize("detector", ["yunet", "scrfd"])
+def test_the_pipeline_shrinks_a_large_photo_once_to_the_detectors_side(
+    shared_data: Path, built: Path, detector: str
+) -> None:
+    """A photo over 640 px is shrunk by the pipeline straight to 640, not first to detect_max_side
+    (2048); the faces are those the detector finds on the photo itself. Its cost is the detector's
+    one canvas, whatever the smallest face asked for."""
+    small = _photo(shared_data, "multi_face/azure_detection4.jpg")
+    large = cv2.resize(small, (small.shape[1] * 3, small.shape[0] * 3), interpolation=cv2.INTER_CUBIC)
+    settings = EmbedderSettings(models_dir=built, detector=detector, log_json=False, intra_op_threads=2)
+    pipeline = build_pipeline(settings)
+    options = DetectionOptions(min_face_size=20, threshold=0.5)
+    prepared = pipeline.detection_input(large, options)
+    assert max(prepared.pixels.shape[:2]) == 640
+    larger_faces = pipeline.detection_input(large, DetectionOptions(min_face_size=60, threshold=0.5))
+    assert prepared.work == larger_faces.work <= 640 * 640
+    ours = pipeline.detect(large, options)
+    theirs = pipeline.detector.detect(large, options.min_face_size, options.threshold)
+    assert len(ours) == len(theirs) >= 2
+    for face, direct in zip(ours, theirs, strict=True):
+        # The pipeline maps pixel centres back (cv2.resize's convention), the detector corners: 1 px apart.
+        np.testing.assert_allclose(face.box, direct.box, atol=1.5)
+        np.testing.assert_allclose(face.landmarks, direct.landmarks, atol=1.5)
+
+
 def test_min_face_size_and_max_faces_hold(shared_data: Path, built: Path) -> None:
     rgb = _photo(shared_data, "multi_face/compreface_016_8.jpg")
     model = _detector(built, "yunet")
@@ -223,10 +251,19 @@ def test_the_api_on_yunet_answers_faces_with_embeddings(shared_data: Path, yunet
         assert abs(np.linalg.norm(face["embedding"]) - 1) < 1e-5 and len(face["embedding"]) == 128
 
 
-def test_models_states_the_detector_and_every_licence(yunet_client: TestClient) -> None:
+def test_models_states_the_detector_and_the_licences_of_the_models_in_use(yunet_client: TestClient) -> None:
+    """MTCNN's nets and SCRFD are built too, but not run: GET /models leaves them out."""
     body = yunet_client.get("/models").json()
     assert body["detector"] == "yunet"
     licences = {model["name"]: model["licence"] for model in body["models"]}
+    assert licences.keys() == {"yunet", "dlib_resnet_v1"}
+    assert licences["dlib_resnet_v1"].startswith("CC0")
+    assert licences["yunet"].startswith("Apache-2.0")
+    assert yunet_client.get("/healthz").json()["providers"] == ["CPUExecutionProvider"]
+
+
+def test_the_manifest_states_every_licence(built: Path) -> None:
+    licences = {model.name: model.licence for model in load_manifest(built).models}
     assert licences["mtcnn_pnet"].startswith("MIT")
     assert licences["dlib_resnet_v1"].startswith("CC0")
     assert licences["yunet"].startswith("Apache-2.0")

@@ -1,13 +1,11 @@
-"""The models' lock: granted in arrival order, given up at the waiter's deadline."""
+"""The models' lock: granted in arrival order."""
 
 from __future__ import annotations
 
 import threading
 import time
 
-import pytest
-
-from embedder_service.limits import Deadline, DeadlineExceeded, ModelLock
+from embedder_service.limits import ModelLock
 
 ARRIVAL_GAP_S = 0.05
 
@@ -49,20 +47,3 @@ def test_a_released_lock_goes_to_the_waiter_not_back_to_its_holder() -> None:
         order.append("holder")
     waiter.join()
     assert order == ["holder", "waiter", "holder"]
-
-
-def test_a_waiter_gives_up_at_its_deadline_and_the_lock_stays_usable() -> None:
-    lock = ModelLock("test")
-    with lock.turn():
-        started = time.monotonic()
-        expected = r"within its 0\.1 s deadline \(detecting\)"
-        with pytest.raises(DeadlineExceeded, match=expected), lock.turn(Deadline.after(0.1), "detecting"):
-            pass
-        assert 0.09 < time.monotonic() - started < 2
-    with lock.turn(Deadline.after(1.0)):
-        pass
-
-
-def test_an_expired_deadline_is_refused_even_when_the_lock_is_free() -> None:
-    with pytest.raises(DeadlineExceeded), ModelLock("test").turn(Deadline.after(0.0)):
-        pass

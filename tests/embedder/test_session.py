@@ -7,6 +7,7 @@ the IO-bound run is checked on the CPU device, the same calls with another devic
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +111,23 @@ def test_device_id_and_memory_limit_follow_the_settings() -> None:
     options = cuda_options(RuntimeOptions.from_settings(settings))
     assert (options["device_id"], options["gpu_mem_limit"]) == ("1", "4000000000")
     assert "gpu_mem_limit" not in cuda_options(RuntimeOptions.from_settings(EmbedderSettings()))
+
+
+def test_every_runtime_option_follows_its_setting() -> None:
+    """Each option set away from both its default and the settings' default comes through."""
+    chosen = RuntimeOptions(
+        providers=("AzureExecutionProvider", CPU),
+        intra_op_threads=3,
+        cuda_device_id=2,
+        cuda_tf32=True,
+        cudnn_conv_algo_search="DEFAULT",
+        cuda_mem_limit_bytes=1 << 30,
+        io_binding=False,
+        shape_buckets="off",
+        require_gpu=True,
+    )
+    settings = EmbedderSettings(**{**dataclasses.asdict(chosen), "providers": list(chosen.providers)})
+    assert RuntimeOptions.from_settings(settings) == chosen
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ from PIL import Image
 from embedder_service.models.detector import Detection
 from tools.eval.detection import (
     AnnotationError,
+    DetectionSet,
     DetectorChoice,
     DetectorUnderTest,
     Photo,
@@ -164,3 +165,31 @@ def test_detector_choices_parse() -> None:
     assert DetectorChoice.parse("yunet") == DetectorChoice("yunet", None)
     with pytest.raises(ValueError, match="NAME@THRESHOLD"):
         DetectorChoice.parse("mtcnn@high")
+
+
+def test_each_detector_is_tallied_on_its_own(tmp_path: Path) -> None:
+    """Detectors share each decoded photo; their tallies, misses and false faces stay their own."""
+    path = tmp_path / "a.jpg"
+    Image.new("RGB", (100, 100)).save(path)
+    sets = [DetectionSet("one face", "boxes", (Photo(path, boxes=np.array([[10, 10, 50, 50]], float)),))]
+
+    def exact(image: np.ndarray) -> list[Detection]:
+        return [face(10, 10, 50, 50)]
+
+    def elsewhere(image: np.ndarray) -> list[Detection]:
+        return [face(60, 60, 90, 90)]
+
+    first, absent, second = benchmark(
+        [
+            DetectorUnderTest("exact", exact),
+            DetectorUnderTest("absent", None, "no model file"),
+            DetectorUnderTest("elsewhere", elsewhere),
+        ],
+        sets,
+        timing_rounds=1,
+    )
+    assert first.name == "exact" and first.sets["one face"].true_positives == 1
+    assert first.misses == first.false == {}
+    assert (absent.name, absent.sets) == ("absent", {})
+    assert second.name == "elsewhere" and second.sets["one face"].true_positives == 0
+    assert second.misses == second.false == {"one face": ["a.jpg"]}

@@ -14,7 +14,6 @@ import argparse
 import dataclasses
 import datetime
 import os
-import platform
 import sys
 import time
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ from tools.bench import embedder, gpu, index, load, services, video
 from tools.bench.gallery import real_embeddings
 from tools.bench.paths import default_data
 from tools.bench.report import Section, draw, markdown, summary_line, write_json
+from tools.bench.timing import machine
 
 # gpu: skipped, with one line, where ONNX Runtime offers no CUDA provider (tools/bench/gpu.py).
 SECTIONS = ("embedder", "index", "http", "video", "load", "gpu")
@@ -159,23 +159,6 @@ def load_plan(args: argparse.Namespace, plan: Plan) -> load.LoadPlan:
         seconds=args.load_seconds or plan.load.seconds,
         clients=args.load_clients or plan.load.clients,
     )
-
-
-def machine() -> dict[str, object]:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cores": os.cpu_count(),
-        "cpu": model,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -36,7 +36,6 @@ import math
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -201,11 +200,10 @@ def read_inputs(lfw_dir: Path, frames_dir: Path | None, data_dir: Path, plan: Gp
     photos = [(path.name, path.read_bytes()) for path in paths]
     if frames_dir is None:
         # Needs PyAV, which the GPU machines lack: there the frames are staged beforehand.
-        from tools.gpu.stage_inputs import stage_frames
+        from tools.gpu.stage_inputs import encoded_frames
 
-        with tempfile.TemporaryDirectory(prefix="bench-gpu-frames-") as scratch:
-            stage_frames(data_dir, Path(scratch), plan.frames)
-            return Inputs(photos, _read_frames(Path(scratch), plan.frames))
+        frames = [(f"frame{n:03d}.jpg", jpeg) for n, jpeg in enumerate(encoded_frames(data_dir, plan.frames))]
+        return Inputs(photos, frames)
     return Inputs(photos, _read_frames(frames_dir, plan.frames))
 
 

@@ -28,7 +28,6 @@ import contextlib
 import io
 import itertools
 import random
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -40,9 +39,10 @@ import httpx
 from PIL import Image
 
 from tools.bench.report import Row, Section, number
+from tools.bench.services import running_services
 from tools.bench.timing import Timing, evenly_spaced
 from tools.eval.pairs import lfw_gallery
-from tools.processes import ServiceProcess, embedder_service, reports_ok, search_service
+from tools.processes import ServiceProcess
 
 LARGE_SIDE = 6300  # the photo: 39.7 MP, just under the embedder's 40 MP per-image limit
 P99_GOAL = 2.0  # phase B's p99 of normal searches, at most this many times phase A's
@@ -382,17 +382,10 @@ def measure(lfw_dir: Path, models_dir: Path, plan: LoadPlan) -> Section:
     random.Random(plan.seed).shuffle(fresh)
     photos = _Photos(evenly_spaced(gallery, 100), fresh)
     large = large_png()
-    with tempfile.TemporaryDirectory(prefix="bench-load-") as scratch:
-        work = Path(scratch)
-        with (
-            (work / "embedder.log").open("wb") as embedder_log,
-            embedder_service(models_dir, embedder_log).running(timeout_s=180) as embedder,
-        ):
-            search = search_service(str(work / "data"), embedder.url)
-            search.ready = reports_ok
-            with (work / "search.log").open("wb") as search.output, search.running(timeout_s=180):
-                _ingest_gallery(search.url, gallery)
-                pids = {"embedder": _pid(embedder), "search": _pid(search)}
-                a = asyncio.run(_phase(search.url, pids, plan, photos, plan.seed, None))
-                b = asyncio.run(_phase(search.url, pids, plan, photos, plan.seed + 1, large))
+    with running_services(models_dir, "bench-load-") as services:
+        url = services.search.url
+        _ingest_gallery(url, gallery)
+        pids = {"embedder": _pid(services.embedder), "search": _pid(services.search)}
+        a = asyncio.run(_phase(url, pids, plan, photos, plan.seed, None))
+        b = asyncio.run(_phase(url, pids, plan, photos, plan.seed + 1, large))
     return section(plan, a, b, len(large))

@@ -18,7 +18,7 @@ import httpx
 from tools.bench.report import Row, Section, latency_row
 from tools.bench.timing import Timing, evenly_spaced, time_calls
 from tools.eval.pairs import lfw_gallery
-from tools.processes import REPO_ROOT, embedder_service, reports_ok, search_service
+from tools.processes import REPO_ROOT, ServiceProcess, embedder_service, reports_ok, search_service
 
 INGEST_GOAL = 20.0  # photos/s
 SEARCH_GOAL_MS = 150.0
@@ -34,10 +34,33 @@ class HttpPlan:
 
 
 @contextlib.contextmanager
-def running_embedder(models_dir: Path, log: Path) -> Iterator[str]:
-    """The embedder service on a free port, with the models in ``models_dir``; yields its URL."""
+def running_embedder(models_dir: Path, log: Path) -> Iterator[ServiceProcess]:
+    """The embedder service on a free port, with the models in ``models_dir``, logging to ``log``."""
     with log.open("wb") as output, embedder_service(models_dir, output).running(timeout_s=180) as process:
-        yield process.url
+        yield process
+
+
+@dataclass(frozen=True)
+class RunningServices:
+    """Both services, started as a user starts them, and the scratch folder that holds their data
+    and logs (removed when they stop)."""
+
+    work: Path
+    embedder: ServiceProcess
+    search: ServiceProcess
+
+
+@contextlib.contextmanager
+def running_services(models_dir: Path, scratch_prefix: str) -> Iterator[RunningServices]:
+    """The embedder with the models in ``models_dir`` and the search service on it (embedded index,
+    a fresh data folder), each on a free port, logging to ``embedder.log`` and ``search.log``."""
+    with tempfile.TemporaryDirectory(prefix=scratch_prefix) as scratch:
+        work = Path(scratch)
+        with running_embedder(models_dir, work / "embedder.log") as embedder:
+            search = search_service(str(work / "data"), embedder.url)
+            search.ready = reports_ok
+            with (work / "search.log").open("wb") as search.output, search.running(timeout_s=180):
+                yield RunningServices(work, embedder, search)
 
 
 def _gallery_folder(lfw_dir: Path, limit: int | None, root: Path) -> tuple[Path, list[Path]]:
@@ -88,17 +111,10 @@ def _search_latency(url: str, queries: list[Path]) -> Timing:
 
 def measure(lfw_dir: Path, models_dir: Path, plan: HttpPlan) -> Section:
     out = Section()
-    with (
-        tempfile.TemporaryDirectory(prefix="bench-http-") as scratch,
-        running_embedder(models_dir, Path(scratch) / "embedder.log") as embedder_url,
-    ):
-        work = Path(scratch)
-        folder, photos = _gallery_folder(lfw_dir, plan.gallery_photos, work / "gallery")
-        search = search_service(str(work / "data"), embedder_url)
-        search.ready = reports_ok
-        with (work / "search.log").open("wb") as search.output, search.running(timeout_s=180):
-            ingest_row, ingest = _ingest(folder, search.url)
-            timing = _search_latency(search.url, evenly_spaced(photos, plan.queries))
+    with running_services(models_dir, "bench-http-") as services:
+        folder, photos = _gallery_folder(lfw_dir, plan.gallery_photos, services.work / "gallery")
+        ingest_row, ingest = _ingest(folder, services.search.url)
+        timing = _search_latency(services.search.url, evenly_spaced(photos, plan.queries))
     out.rows.append(ingest_row)
     out.rows.append(
         latency_row(

@@ -2,14 +2,37 @@
 
 from __future__ import annotations
 
+import os
+import platform
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
 
 T = TypeVar("T")
+
+
+def machine() -> dict[str, object]:
+    """The machine that gave a report's timings: its CPU, cores, platform and Python."""
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cores": os.cpu_count(),
+        "cpu": model,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        # Timings on a shared machine are only as good as its load: keep it with them.
+        "load_average_1m": round(os.getloadavg()[0], 2),
+    }
 
 
 def evenly_spaced(items: Sequence[T], count: int) -> list[T]:

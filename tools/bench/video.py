@@ -98,9 +98,9 @@ def measure(data_dir: Path, models_dir: Path, cache_dir: Path, plan: VideoPlan) 
     runs: dict[str, list[VideoBench]] = {}
     with (
         tempfile.TemporaryDirectory(prefix="bench-video-") as scratch,
-        running_embedder(models_dir, Path(scratch) / "embedder.log") as embedder_url,
+        running_embedder(models_dir, Path(scratch) / "embedder.log") as embedder,
     ):
-        settings = SearchSettings(embedder=EmbedderClientSettings(url=embedder_url))
+        settings = SearchSettings(embedder=EmbedderClientSettings(url=embedder.url))
         for clip in CLIPS:
             path = _clip_file(clip, data_dir, cache_dir, rescale_clip)
             runs[clip.label] = [bench_clip(path, settings) for _ in range(plan.rounds)]

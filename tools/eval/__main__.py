@@ -10,7 +10,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import sys
 from collections.abc import Sequence
 from importlib.metadata import version
@@ -19,7 +18,7 @@ from typing import Any
 
 from embedder_service.settings import EmbedderSettings
 from facesearch_common.logging import configure_logging
-from tools.bench.timing import evenly_spaced
+from tools.bench.timing import evenly_spaced, machine
 from tools.eval import detection
 from tools.eval.augment import JitterEmbedder
 from tools.eval.embedding import (
@@ -57,16 +56,6 @@ def detection_section(args: argparse.Namespace, settings: EmbedderSettings) -> t
 def _env_path(name: str, default: Path | None = None) -> Path | None:
     value = os.environ.get(name)
     return Path(value) if value else default
-
-
-def machine() -> dict[str, Any]:
-    return {
-        "platform": platform.platform(),
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        # Timings on a shared machine are only as good as its load: keep it with them.
-        "load_average_1m": round(os.getloadavg()[0], 2),
-    }
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -29,11 +29,16 @@ def stage_photos(lfw_dir: Path, out: Path, count: int) -> None:
         shutil.copyfile(lfw_dir / relative, target)
 
 
+def encoded_frames(data_dir: Path, count: int) -> list[bytes]:
+    """``count`` frames of the crowd clip, JPEG-encoded at the video ingest's quality (needs PyAV)."""
+    quality = VideoSettings().jpeg_quality
+    return [encode_jpeg(frame, quality) for frame in video_frames(data_dir / CROWD_CLIP, count)]
+
+
 def stage_frames(data_dir: Path, out: Path, count: int) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    quality = VideoSettings().jpeg_quality
-    for number, frame in enumerate(video_frames(data_dir / CROWD_CLIP, count)):
-        (out / f"frame{number:03d}.jpg").write_bytes(encode_jpeg(frame, quality))
+    for number, jpeg in enumerate(encoded_frames(data_dir, count)):
+        (out / f"frame{number:03d}.jpg").write_bytes(jpeg)
 
 
 def main() -> None:

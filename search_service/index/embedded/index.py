@@ -154,14 +154,13 @@ class EmbeddedIndex(FaceIndex):
         collection: str | None = None,
         source: Source | None = None,
     ) -> list[list[IndexHit]]:
-        # The dimension is checked under the lock, against the table's.
-        queries = checked_queries(vectors, k, max_k=self.max_k, dimension=None)
         with self._lock:
             table = self._table
+            # Under the lock: the dimension is the table's, which a rebuild may replace.
+            dimension = table.dimension if table is not None else None
+            queries = checked_queries(vectors, k, max_k=self.max_k, dimension=dimension)
             if table is None or self._live == 0:
                 return [[] for _ in queries]
-            if queries.shape[1] != table.dimension:
-                raise ValueError(f"query has {queries.shape[1]} dimensions, the index {table.dimension}")
             eligible = self._eligible(table, collection, source)
             if eligible.count == 0:
                 return [[] for _ in queries]

@@ -15,6 +15,7 @@ import io
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -29,7 +30,8 @@ from PIL import Image
 
 from embedder_service.main import create_app
 from embedder_service.models.aligner import FaceAligner
-from embedder_service.models.detector import Detection
+from embedder_service.models.base import OnnxModel
+from embedder_service.models.detector import Detection, pyramid_work
 from embedder_service.models.encoder import EncoderSpec, FaceEncoder
 from embedder_service.models.manifest import Manifest, ModelRecord
 from embedder_service.models.pipeline import FaceDetector, FacePipeline
@@ -49,16 +51,36 @@ LANDMARKS = np.array([[0.3, 0.35], [0.7, 0.35], [0.5, 0.55], [0.35, 0.75], [0.65
 FACES = [(16, 0.99), (40, 0.95), (40, 0.85), (40, 0.6)]
 GAP = 4
 FACE_ROW_WIDTH = GAP + sum(side + GAP for side, _ in FACES)  # an image this wide shows them all
+_FAKE_DETECTOR_DIR = tempfile.TemporaryDirectory(prefix="fake_detector_")  # removed at exit
+
+
+@functools.cache
+def fake_detector_model() -> OnnxModel:
+    """The stand-in's model, as GET /models and /healthz see it: a real graph (an identity), so
+    that its session reports the providers it runs on; detection never runs it."""
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["image"], ["same"])],
+        "fake_detector",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("same", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+    )
+    path = Path(_FAKE_DETECTOR_DIR.name) / "fake_detector.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+    return OnnxModel(path, RuntimeOptions(intra_op_threads=1))
 
 
 class FakeDetector(FaceDetector):
-    """A detector's interface without its models: finds the faces of :data:`FACES` that pass."""
+    """A detector's interface without its models: finds the faces of :data:`FACES` that pass,
+    and costs what MTCNN's detection would."""
 
     smallest_face = 12
 
     @property
-    def providers_in_use(self) -> list[str]:
-        return ["CPUExecutionProvider"]
+    def models(self) -> list[OnnxModel]:
+        return [fake_detector_model()]
+
+    def work(self, height: int, width: int, min_face_size: int) -> int:
+        return pyramid_work(height, width, min_face_size)
 
     def detect(
         self,
@@ -127,9 +149,17 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Manifes
             }
         )
 
+    detector_file = fake_detector_model().model_path
     records = [
-        record("fake_detector", "detection", "fake_detector.onnx", "0" * 64),
+        record(
+            "fake_detector",
+            "detection",
+            detector_file.name,
+            hashlib.sha256(detector_file.read_bytes()).hexdigest(),
+        ),
         record("tiny_v1", "recognition", path.name, hashlib.sha256(path.read_bytes()).hexdigest()),
+        # Built, as `make models` builds every detector asked for, but not the one the pipeline runs.
+        record("other_detector", "detection", "other_detector.onnx", "0" * 64),
     ]
     return directory, Manifest(models=records, encoders=[spec])
 

@@ -31,6 +31,12 @@ def test_models_report_the_encoder_and_its_match_threshold(
     assert encoder["providers"] == detector["providers"] == ["CPUExecutionProvider"]
 
 
+def test_models_list_only_the_models_in_use(client: TestClient) -> None:
+    """The manifest also records a detector that is built but not selected: it is left out."""
+    files = [model["file"] for model in client.get("/models").json()["models"]]
+    assert sorted(files) == ["fake_detector.onnx", "tiny_v1.onnx"]
+
+
 def test_models_report_the_pipeline_settings(make_client: AppFactory) -> None:
     body = make_client(alignment="eyes_nose", flip_augment=False).get("/models").json()
     assert (body["alignment"], body["flip_augment"]) == ("eyes_nose", False)

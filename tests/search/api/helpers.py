@@ -11,6 +11,9 @@ from fastapi.testclient import TestClient
 from tests.search.polling import poll_until
 
 ENDED = ("done", "failed", "cancelled")
+# The keys of the `keyed` client (conftest.py).
+WRITE_KEY = "write-key-0123456789abcdef"
+FAMILY_KEY = "family-key-0123456789abcdef"  # read, only the collection "family"
 
 
 def ingest(client: TestClient, *photos: bytes, **form: str | list[str]) -> list[dict[str, Any]]:

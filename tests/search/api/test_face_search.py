@@ -3,7 +3,7 @@ an upload; the face itself is no hit, the answer says where it is, and the key's
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -11,13 +11,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from search_service.main import create_app
-from search_service.settings import AccessSettings, SearchSettings
-from tests.search.api.helpers import finished, ingest, upload_video
+from search_service.settings import SearchSettings
+from tests.search.api.helpers import FAMILY_KEY, WRITE_KEY, finished, ingest, upload_video
 from tests.search.fakes import MARKERS, MATCH_THRESHOLD, FakeEmbedder, photo
 from tests.search.video.conftest import PHOTO_SIDE, write_clip
-
-WRITE_KEY = "write-key-0123456789abcdef"
-FAMILY_KEY = "family-key-0123456789abcdef"  # read, only the collection "family"
 
 
 def by_face(client: TestClient, face_id: int, **params: str | int | float) -> dict[str, Any]:
@@ -136,11 +133,20 @@ def test_the_embedder_is_needed_only_for_its_models_threshold(
         assert answer["faces"][0]["hits"][0]["match"]
 
 
-@pytest.fixture
-def keyed(make_settings: Callable[..., SearchSettings]) -> Iterator[TestClient]:
-    keys = f"{WRITE_KEY}:write,{FAMILY_KEY}:read:family"
-    with TestClient(create_app(make_settings(access=AccessSettings(api_keys=keys)))) as client:
-        yield client
+def test_an_embedder_running_another_model_of_the_same_dimension_lends_no_threshold(
+    make_settings: Callable[..., SearchSettings], fake_embedder: FakeEmbedder
+) -> None:
+    settings = make_settings()
+    with TestClient(create_app(settings)) as client:
+        [alice, _] = ingest(client, photo("alice"), photo("alice", variant=1))
+    fake_embedder.model = "another-model"  # as many dimensions as the stored vectors
+    with TestClient(create_app(settings)) as client:
+        face_id = alice["faces"][0]["id"]
+        refused = by_face(client, face_id)
+        assert refused["status"] == 409
+        assert "another-model" in refused["detail"] and "pass `threshold`" in refused["detail"]
+        answer = by_face(client, face_id, threshold=0.5)
+        assert answer["status"] == 200 and answer["faces"][0]["hits"][0]["match"]
 
 
 def test_a_face_of_a_collection_the_key_may_not_read_is_a_404(keyed: TestClient) -> None:

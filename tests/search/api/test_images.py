@@ -157,6 +157,18 @@ def test_file_comes_back_byte_for_byte(client: TestClient) -> None:
     assert response.content == data and response.headers["content-type"] == "image/png"
 
 
+def test_file_answers_a_range_and_refuses_one_past_the_end_in_json(client: TestClient) -> None:
+    data = photo("lea")
+    [image] = ingest(client, data)
+    part = client.get(f"/images/{image['id']}/file", headers={"Range": "bytes=0-9"})
+    assert part.status_code == 206 and part.content == data[:10]
+    assert part.headers["content-range"] == f"bytes 0-9/{len(data)}"
+    past = client.get(f"/images/{image['id']}/file", headers={"Range": f"bytes={len(data)}-"})
+    assert past.status_code == 416 and past.json() == {"detail": "no byte of the Range lies in the file"}
+    operation = client.get("/openapi.json").json()["paths"]["/images/{image_id}/file"]["get"]
+    assert {"200", "206", "400", "404", "416"} <= set(operation["responses"])
+
+
 def test_delete_removes_from_search_at_once(client: TestClient) -> None:
     [gone, kept] = ingest(client, photo("max"), photo("max", variant=1))
     assert client.delete(f"/images/{gone['id']}").status_code == 204

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-
 import pytest
 from fastapi.testclient import TestClient
 
-from search_service.main import create_app
-from search_service.settings import AccessSettings, SearchSettings
-from tests.search.api.helpers import finished, upload_video
+from tests.search.api.helpers import FAMILY_KEY, WRITE_KEY, finished, upload_video
 from tests.search.fakes import FakeEmbedder
 from tests.search.video.conftest import write_clip
-
-WRITE_KEY = "write-key-0123456789abcdef"
-FAMILY_KEY = "family-key-0123456789abcdef"  # read, only the collection "family"
 
 
 @pytest.fixture(scope="module")
@@ -82,13 +75,6 @@ def test_bad_parameters_are_a_422(client: TestClient, params: dict[str, str | in
     assert answer.status_code == 422
     [error] = answer.json()["detail"]
     assert error["loc"] == ["query", next(iter(params))]
-
-
-@pytest.fixture
-def keyed(make_settings: Callable[..., SearchSettings]) -> Iterator[TestClient]:
-    keys = f"{WRITE_KEY}:write,{FAMILY_KEY}:read:family"
-    with TestClient(create_app(make_settings(access=AccessSettings(api_keys=keys)))) as client:
-        yield client
 
 
 def test_a_key_limited_to_a_collection_lists_only_its_jobs(keyed: TestClient, clips: list[bytes]) -> None:

@@ -33,6 +33,18 @@ def test_ingest_then_find_the_person(client: TestClient) -> None:
     assert result["threshold"] == MATCH_THRESHOLD  # the embedder's model's own
 
 
+def test_a_hit_names_its_file_and_size_as_its_record_does(client: TestClient) -> None:
+    [alice] = ingest(client, photo("alice", size=(64, 48)))
+    [best] = search(client, photo("alice", variant=1))["faces"][0]["hits"]
+    record = client.get(f"/images/{alice['id']}").json()
+    assert (best["filename"], best["width"], best["height"]) == ("p0.png", 64, 48)
+    assert (best["filename"], best["width"], best["height"]) == (
+        record["filename"],
+        record["width"],
+        record["height"],
+    )
+
+
 @pytest.mark.parametrize(("threshold", "match"), [(0.97, False), (0.5, True)])
 def test_the_match_threshold_comes_from_the_embedders_answer(
     client: TestClient, fake_embedder: FakeEmbedder, threshold: float, match: bool

@@ -61,6 +61,15 @@ def test_a_thumbnail_is_upright_as_exif_says(client: TestClient) -> None:
     assert pixels[32, 64] == pytest.approx(RED, abs=40) and pixels[224, 64] == pytest.approx(BLUE, abs=40)
 
 
+def test_a_16_bit_grey_photo_is_scaled_to_8_bits_not_clipped_to_white(client: TestClient) -> None:
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((80, 120), 32768, np.uint16)).save(buffer, "PNG")  # mid grey, 16 bits
+    [image] = ingest(client, buffer.getvalue())
+    thumbnail = decoded(client.get(f"/images/{image['id']}/thumbnail", params={"max_side": 60}).content)
+    assert thumbnail.size == (60, 40)
+    assert np.abs(np.asarray(thumbnail.convert("RGB"), np.int16) - 128).max() <= 2
+
+
 def test_the_etag_answers_a_304_per_size(client: TestClient) -> None:
     [image] = ingest(client, photo("ann", size=(300, 200)))
     path = f"/images/{image['id']}/thumbnail"

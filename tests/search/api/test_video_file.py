@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-
 import pytest
 from fastapi.testclient import TestClient
 
-from search_service.main import create_app
-from search_service.settings import AccessSettings, SearchSettings
-from tests.search.api.helpers import upload_video
+from tests.search.api.helpers import FAMILY_KEY, WRITE_KEY, upload_video
 from tests.search.video.conftest import write_clip
-
-WRITE_KEY = "write-key-0123456789abcdef"
-FAMILY_KEY = "family-key-0123456789abcdef"  # read, only the collection "family"
 
 
 @pytest.fixture(scope="module")
@@ -91,13 +84,6 @@ def test_a_missing_or_deleted_video_is_a_404(client: TestClient, stored: int) ->
 def test_openapi_documents_the_partial_answers(client: TestClient) -> None:
     responses = client.get("/openapi.json").json()["paths"]["/videos/{video_id}/file"]["get"]["responses"]
     assert {"200", "206", "400", "401", "403", "404", "416"} <= set(responses)
-
-
-@pytest.fixture
-def keyed(make_settings: Callable[..., SearchSettings]) -> Iterator[TestClient]:
-    keys = f"{WRITE_KEY}:write,{FAMILY_KEY}:read:family"
-    with TestClient(create_app(make_settings(access=AccessSettings(api_keys=keys)))) as client:
-        yield client
 
 
 def test_a_key_of_another_collection_gets_a_404(keyed: TestClient, clip: bytes) -> None:

@@ -20,6 +20,9 @@ def video_face(face_id: int, video: int, person: int, ranges: list[tuple[float, 
         external_id=None,
         collection="default",
         box=(0, 0, 10, 10),
+        filename=None,
+        width=640,
+        height=480,
         time_ranges=ranges,
         person=person,
         track_id=face_id,
@@ -28,7 +31,7 @@ def video_face(face_id: int, video: int, person: int, ranges: list[tuple[float, 
 
 
 def photo_face(face_id: int, image: int) -> HitSource:
-    return HitSource(face_id, image, "image", None, "default", (0, 0, 10, 10), None)
+    return HitSource(face_id, image, "image", None, "default", (0, 0, 10, 10), "p.png", 64, 48, None)
 
 
 SOURCES = {

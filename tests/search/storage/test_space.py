@@ -3,6 +3,7 @@ the disk reserve, and the reserve holds real space. On a small tmpfs (see small_
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 from search_service.errors import InsufficientStorageError
 from search_service.storage import Storage
-from search_service.storage.space import RESERVE_FILE
+from search_service.storage.space import RESERVE_FILE, Reserve
 from tests.search.fakes import new_image, photo
 from tests.search.small_disk import MiB, fill, free_bytes, small_disk
 from tests.search.storage.records import face_count, staged_video, stored_files, video_analysis
@@ -40,7 +41,8 @@ def test_the_reserve_waits_for_room_and_comes_back_with_it(disk: Path) -> None:
         assert storage.reserve_held() == 0
         filler.unlink()
         before = free_bytes(disk)
-        storage.restore_reserve()
+        # No poller: the next delete takes the reserve back, even one that finds nothing.
+        assert not storage.images.delete(12345)
         assert storage.reserve_held() == RESERVE
         assert before - free_bytes(disk) >= RESERVE  # the space is really taken
     finally:
@@ -124,7 +126,26 @@ def test_a_store_reopens_on_a_full_disk_and_serves_reads(disk: Path) -> None:
         assert [image.id for image in reopened.images.find()] == [kept.image.id]
         assert face_count(reopened) == 1
         filler.unlink()
-        reopened.restore_reserve()
+        assert reopened.images.delete(kept.image.id)  # the next delete takes the reserve back
         assert reopened.reserve_held() == RESERVE
     finally:
         reopened.close()
+
+
+def test_a_delete_that_meets_a_full_disk_is_retried_when_another_released_the_reserve(
+    tmp_path: Path,
+) -> None:
+    # Two deletes at once on a full disk: the first released the reserve; the second fails before
+    # that, finds nothing to release, and must still use the room the first one freed.
+    reserve = Reserve(tmp_path / RESERVE_FILE, RESERVE)  # not allocated: as if released
+    attempts = []
+
+    def delete() -> str:
+        attempts.append("delete")
+        if len(attempts) == 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return "deleted"
+
+    assert reserve.freeing(delete) == "deleted"
+    assert len(attempts) == 2
+    assert reserve.held() == RESERVE  # and once it succeeded, the reserve was taken back

@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import httpx
 import pytest
@@ -130,6 +131,22 @@ def test_search_with_a_multi_face_photo_outlines_every_face_and_shows_hits(
     screenshot(page, "search-multi-face-phone")
 
 
+def test_hits_are_drawn_from_the_search_answer_alone(
+    page: Page, library: ServiceProcess, shared_data: Path
+) -> None:
+    open_section(page, library, "search")
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(urlparse(request.url).path))
+    search_with(page, shared_data / MULTI_FACE)
+    photo_hits = page.locator('.hit[data-source="image"]')
+    expect(photo_hits.first.locator(".face")).to_have_count(1)  # placed by the hit's width and height
+    # Named by the file they were uploaded as (the gallery's photos have no external id).
+    expect(page.locator('.hit[data-source="image"] .caption').first).to_contain_text(
+        re.compile(r"\.(jpe?g|png) · default$")
+    )
+    assert not [path for path in asked if re.fullmatch(r"/(images|videos)/\d+", path)]
+
+
 def test_a_photo_without_a_face_says_so_in_the_apis_words(
     page: Page, library: ServiceProcess, shared_data: Path
 ) -> None:
@@ -217,6 +234,27 @@ def test_a_time_range_plays_the_video_from_its_start(page: Page, library: Servic
     expect(page.locator("#player")).not_to_have_attribute("open", "")
     # The dialog's close event, which pauses the player, is dispatched after the dialog closes.
     expect(video).to_have_js_property("paused", True)
+
+
+def test_with_a_key_the_player_holds_the_video_in_a_blob_only_while_it_is_open(
+    page: Page, library: ServiceProcess
+) -> None:
+    open_section(page, library, "library")
+    # A service without keys ignores one: the page still fetches the video with it, into a blob.
+    page.evaluate(f"() => localStorage.setItem('facesearch.apiKey', '{KEY}')")
+    page.evaluate(
+        "() => { window.revoked = []; const revoke = URL.revokeObjectURL.bind(URL);"
+        " URL.revokeObjectURL = (url) => { window.revoked.push(url); revoke(url); }; }"
+    )
+    page.locator(".video-card").filter(has_text=CLIP).locator(".chip").first.click()
+    video = page.locator("#player video")
+    expect(video).to_have_attribute("src", re.compile(r"^blob:"))
+    source = video.get_attribute("src")
+    page.keyboard.press("Escape")
+    expect(page.locator("#player")).not_to_have_attribute("open", "")
+    # The dialog's close event, which lets the video go, is dispatched after the dialog closes.
+    page.wait_for_function("() => !document.querySelector('#player video').hasAttribute('src')")
+    assert page.evaluate("() => window.revoked") == [source]
 
 
 def test_a_deleted_photo_leaves_the_search_results(
