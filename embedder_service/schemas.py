@@ -24,12 +24,17 @@ MATCH_THRESHOLD = (
     "cosine similarity of two embeddings from which they are the same person, calibrated for this"
     " model and recorded with it in the model manifest"
 )
+NORMALIZED_THRESHOLD = (
+    "the same for the search service's AS-norm scores (a cohort of 1,000 stored faces, K = 100);"
+    " null where it was not calibrated"
+)
 
 
 class FacesResponse(BaseModel):
     model: str = Field(description="embedding model that produced the vectors")
     dimension: int
     match_threshold: float = Field(description=MATCH_THRESHOLD)
+    normalized_threshold: float | None = Field(default=None, description=NORMALIZED_THRESHOLD)
     images: list[ImageFaces] = Field(description="one entry per uploaded image, in upload order")
 
 
@@ -44,6 +49,9 @@ class ModelInfo(BaseModel):
     licence: str = Field(description="the weights' licence, as their publisher states it")
     dimension: int | None = None
     match_threshold: float | None = Field(default=None, description=f"{MATCH_THRESHOLD} (encoders only)")
+    normalized_threshold: float | None = Field(
+        default=None, description=f"{NORMALIZED_THRESHOLD} (encoders only)"
+    )
     providers: list[str] = Field(description="execution providers the session actually runs on")
 
 
@@ -52,6 +60,7 @@ class ModelsResponse(BaseModel):
     embedding_model: str
     embedding_dimension: int
     match_threshold: float = Field(description=MATCH_THRESHOLD)
+    normalized_threshold: float | None = Field(default=None, description=NORMALIZED_THRESHOLD)
     alignment: str
     flip_augment: bool
     models: list[ModelInfo]

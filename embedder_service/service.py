@@ -191,7 +191,11 @@ class EmbedderService:
             )
         spec = self.spec
         return FacesResponse(
-            model=spec.name, dimension=spec.dimension, match_threshold=spec.match_threshold, images=out
+            model=spec.name,
+            dimension=spec.dimension,
+            match_threshold=spec.match_threshold,
+            normalized_threshold=spec.normalized_threshold,
+            images=out,
         )
 
     def _open(self, uploads: list[tuple[str, bytes]]) -> tuple[list[Image.Image], int]:
@@ -332,6 +336,7 @@ class EmbedderService:
                     licence=record.licence,
                     dimension=spec.dimension if is_encoder else None,
                     match_threshold=spec.match_threshold if is_encoder else None,
+                    normalized_threshold=spec.normalized_threshold if is_encoder else None,
                     providers=in_use[record.file].providers_in_use,
                 )
             )
@@ -340,6 +345,7 @@ class EmbedderService:
             embedding_model=spec.name,
             embedding_dimension=spec.dimension,
             match_threshold=spec.match_threshold,
+            normalized_threshold=spec.normalized_threshold,
             alignment=self.settings.alignment,
             flip_augment=self.settings.flip_augment,
             models=infos,

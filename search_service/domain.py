@@ -19,6 +19,7 @@ Source = Literal["image", "video"]
 SOURCES: tuple[Source, ...] = ("image", "video")
 JobState = Literal["queued", "running", "done", "failed", "cancelled"]
 JOB_STATES: tuple[JobState, ...] = ("queued", "running", "done", "failed", "cancelled")
+ScoreKind = Literal["cosine", "as_norm"]
 UNFINISHED_STATES: tuple[JobState, ...] = ("queued", "running")
 FINISHED_STATES: tuple[JobState, ...] = ("done", "failed", "cancelled")
 
@@ -47,15 +48,21 @@ class EmbeddingModel:
 
 
 @dataclass(frozen=True)
-class Detection:
-    """The embedder's answer for a batch of images: the faces, and the model that embedded them.
+class ModelThresholds:
+    """Where an embedding model calls two faces one person, as calibrated for it (they travel with
+    the model, since another model needs others): a cosine similarity, and an AS-norm score
+    against the store's cohort (None where it was not calibrated)."""
 
-    ``match_threshold`` is the cosine similarity at which that model calls two faces one person,
-    as calibrated for it (it travels with the model, since another model needs another threshold).
-    """
+    cosine: float
+    normalized: float | None = None
+
+
+@dataclass(frozen=True)
+class Detection:
+    """The embedder's answer for a batch of images: the faces, and the model that embedded them."""
 
     model: EmbeddingModel
-    match_threshold: float
+    thresholds: ModelThresholds
     images: list[DetectedImage]
 
 
@@ -321,7 +328,9 @@ class VideoAnalysis:
 @dataclass(frozen=True)
 class SearchQuery:
     k: int
-    threshold: float | None  # None: the service's setting, else the model's calibrated threshold
+    # A cosine: the search ranks by cosine. None: the setting, else the model's threshold of the
+    # score kind in use (AS-norm once the cohort is full enough).
+    threshold: float | None
     collection: str | None
     source: Source | None  # None: photos and videos
 
@@ -329,7 +338,8 @@ class SearchQuery:
 @dataclass(frozen=True)
 class RankedHit:
     score: float  # cosine similarity
-    match: bool  # score reaches the threshold
+    match: bool  # the score of the search's kind reaches the threshold
+    normalized_score: float | None  # AS-norm searches: what ranks and matches
     where: HitSource  # the best-scoring face; videos: of the best-matching person
     time_ranges: list[TimeRange] | None  # videos: every range of the matched people, merged
     range_scores: list[float] | None  # videos: per time range, the query's best similarity
@@ -361,7 +371,8 @@ class StoredFace:
 
 @dataclass(frozen=True)
 class SearchResult:
-    threshold: float  # the match threshold applied
+    threshold: float  # the match threshold applied, in units of score_kind
+    score_kind: ScoreKind
     faces: list[QueryFaceResult]
     origin: HitSource | None = None  # a search by stored face: where that face is
 
@@ -373,6 +384,29 @@ class Thumbnail:
 
     etag: str
     jpeg: bytes | None
+
+
+@dataclass(frozen=True)
+class CohortMembers:
+    """The faces of the score cohort (ids, and their vectors as rows), read at one version."""
+
+    version: int
+    face_ids: np.ndarray
+    vectors: np.ndarray
+
+
+@dataclass(frozen=True)
+class CohortStatus:
+    """How full the score cohort is: searches normalise scores from ``minimum`` members on."""
+
+    members: int
+    size: int
+    minimum: int
+    enabled: bool  # SEARCH_SCORE_NORMALIZATION
+
+    @property
+    def active(self) -> bool:
+        return self.enabled and self.members >= self.minimum
 
 
 @dataclass(frozen=True)
@@ -398,6 +432,7 @@ class HealthReport:
     faces: int
     index_details: dict[str, Any]
     embedder_model: EmbeddingModel | None  # None: the embedder does not answer
-    match_threshold: float | None
+    thresholds: ModelThresholds | None
     embedder_problem: str | None
     disk: DiskSpace
+    cohort: CohortStatus

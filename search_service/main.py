@@ -60,6 +60,14 @@ def create_app(settings: SearchSettings | None = None) -> FastAPI:
             faces=services.index.count(),
             embedder=settings.embedder.url,
         )
+        scoring = settings.scoring
+        cosine_alone = scoring.score_normalization and scoring.normalized_match_threshold is None
+        if settings.match_threshold is not None and cosine_alone:
+            log.warning(
+                "SEARCH_MATCH_THRESHOLD applies to searches ranked by cosine; once the score cohort "
+                "fills, searches rank by AS-norm with the model's normalised threshold: set "
+                "SEARCH_NORMALIZED_MATCH_THRESHOLD as well, or SEARCH_SCORE_NORMALIZATION=false"
+            )
         try:
             yield
         finally:

@@ -4,7 +4,7 @@ Settings come in groups, one per consumer, each read with its own prefix and han
 component that uses it: ``EmbedderClientSettings`` to the embedder client, ``UploadSettings`` to
 the upload routes, ``HnswSettings`` to the embedded index, ``OpenSearchSettings`` to the
 OpenSearch backend, ``MilvusSettings`` to the Milvus backend, ``VideoSettings`` to video ingest,
-``AccessSettings`` to access control.
+``ScoringSettings`` to search scoring, ``AccessSettings`` to access control.
 Names shared with the rest of the product (``DATA_DIR``, ``EMBEDDER_URL``, ``INDEX_BACKEND``,
 ``OPENSEARCH_URL``, ``MILVUS_URI``) are read without a prefix.
 Why each default is what it is: docs/decisions/.
@@ -198,6 +198,20 @@ class DiskSettings(SettingsGroup):
     reserve_bytes: int = Field(default=16 * MiB, ge=0, validation_alias="SEARCH_DISK_RESERVE_BYTES")
 
 
+class ScoringSettings(SettingsGroup):
+    """How hits are scored (``SEARCH_SCORE_NORMALIZATION``, ``SEARCH_NORMALIZED_MATCH_THRESHOLD``,
+    ``SEARCH_COHORT_CHECK_INTERVAL_S``): AS-norm against a cohort of stored faces once the store
+    holds enough distinct ones, raw cosine before that or when turned off."""
+
+    model_config = SettingsConfigDict(env_prefix="SEARCH_")
+
+    score_normalization: bool = True
+    # Unset: the one calibrated for the embedder's model (it comes with every embedder answer).
+    normalized_match_threshold: float | None = Field(default=None, ge=-50.0, le=50.0)
+    # How often the service looks for new faces to fill the cohort with (a count query when full).
+    cohort_check_interval_s: float = Field(default=10.0, gt=0)
+
+
 class AccessSettings(SettingsGroup):
     """Who may call the API (``SEARCH_API_KEYS``, ``SEARCH_ALLOWED_HOSTS``, ``SEARCH_CORS_ORIGINS``).
 
@@ -234,6 +248,7 @@ class SearchSettings(ServiceSettings):
     milvus: MilvusSettings = Field(default_factory=MilvusSettings)
     video: VideoSettings = Field(default_factory=VideoSettings)
     disk: DiskSettings = Field(default_factory=DiskSettings)
+    scoring: ScoringSettings = Field(default_factory=ScoringSettings)
     access: AccessSettings = Field(default_factory=AccessSettings)
 
     @model_validator(mode="after")

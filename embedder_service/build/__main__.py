@@ -37,6 +37,9 @@ from facesearch_common.files import atomic_writer
 DLIB_CHIP_TEMPLATE = [(47.74, 45.37), (101.23, 44.99), (74.34, 79.79), (50.40, 101.76), (97.68, 101.50)]
 # Cosine cut-off calibrated by `make eval` on LFW View 1 (docs/decisions/embedder.md).
 DLIB_MATCH_THRESHOLD = 0.91
+# The AS-norm score cut-off, calibrated by `make eval` at a 0.5% false-match rate on LFW View 1's
+# DevTrain pairs (docs/decisions/search.md).
+DLIB_NORMALIZED_THRESHOLD = 2.27
 BUILD_VERSION = "1"
 MTCNN_LICENCE = "MIT (facenet-pytorch)"
 DLIB_LICENCE = "CC0-1.0 (dlib's face recognition ResNet, public domain)"
@@ -137,6 +140,7 @@ def build_all(
         channel_order="RGB",
         landmark_template=DLIB_CHIP_TEMPLATE,
         match_threshold=DLIB_MATCH_THRESHOLD,
+        normalized_threshold=DLIB_NORMALIZED_THRESHOLD,
     )
     records += [_copy_detector(SOURCES[name], local, models_dir) for name, local in (detectors or {}).items()]
     encoders = [encoder]

@@ -37,6 +37,12 @@ class EncoderSpec(BaseModel):
         le=1,
         description="cosine similarity from which two of this encoder's embeddings are the same person",
     )
+    # Calibrated by `make eval` for the search service's cohort protocol (AS-norm); None where it
+    # could not be measured, and then searches rank by cosine alone.
+    normalized_threshold: float | None = Field(
+        default=None,
+        description="AS-norm score from which two of this encoder's embeddings are the same person",
+    )
 
 
 class FaceEncoder(OnnxModel):

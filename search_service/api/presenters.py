@@ -8,6 +8,7 @@ from dataclasses import asdict
 
 from search_service.api.errors import status_of
 from search_service.api.schemas import (
+    CohortInfo,
     CollectionInfo,
     CollectionList,
     DiskStatus,
@@ -109,6 +110,7 @@ def _hit(ranked: RankedHit) -> Hit:
     return Hit(
         score=ranked.score,
         match=ranked.match,
+        normalized_score=ranked.normalized_score,
         source=where.source,
         id=where.media_id,
         face_id=where.face_id,
@@ -130,6 +132,7 @@ def search_response(result: SearchResult) -> SearchResponse:
     origin = result.origin
     return SearchResponse(
         threshold=result.threshold,
+        score_kind=result.score_kind,
         query=None
         if origin is None
         else SearchOrigin(source=origin.source, id=origin.media_id, face_id=origin.face_id),
@@ -165,7 +168,7 @@ def disk_refusal(space: DiskSpace, incoming: int) -> str:
 
 def health(report: HealthReport) -> Health:
     model = report.embedder_model
-    disk = report.disk
+    disk, cohort = report.disk, report.cohort
     problems = []
     if not report.index_ok:
         problems.append("index: cannot serve")
@@ -183,8 +186,16 @@ def health(report: HealthReport) -> Health:
             ok=model is not None,
             model=model.name if model else None,
             dimension=model.dimension if model else None,
-            match_threshold=report.match_threshold,
+            match_threshold=None if report.thresholds is None else report.thresholds.cosine,
+            normalized_threshold=None if report.thresholds is None else report.thresholds.normalized,
             error=report.embedder_problem,
+        ),
+        score_cohort=CohortInfo(
+            active=cohort.active,
+            enabled=cohort.enabled,
+            members=cohort.members,
+            size=cohort.size,
+            minimum=cohort.minimum,
         ),
         disk=DiskStatus(
             ok=not disk.low,

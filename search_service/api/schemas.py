@@ -172,7 +172,15 @@ class ImageList(BaseModel):
 
 class Hit(BaseModel):
     score: float = Field(description="Cosine similarity of the two faces' embeddings, -1..1.")
-    match: bool = Field(description="Whether `score` reaches the match threshold.")
+    match: bool = Field(
+        description="Whether the score of the search's `score_kind` (`score`, or `normalized_score`) "
+        "reaches the match threshold."
+    )
+    normalized_score: float | None = Field(
+        default=None,
+        description="`score_kind` `as_norm`: the AS-norm score, which ranks the hits and decides `match`; "
+        "null for cosine searches.",
+    )
     source: Source
     id: int = Field(description="The image id or video id.")
     face_id: int
@@ -241,8 +249,13 @@ class SearchResponse(BaseModel):
         "its stored box."
     )
     threshold: float = Field(
-        description="The match threshold applied: the request's, else the service's setting, else the one "
-        "calibrated for the embedding model."
+        description="The match threshold applied, in units of `score_kind`: the request's, else the "
+        "service's setting, else the one calibrated for the embedding model."
+    )
+    score_kind: Literal["cosine", "as_norm"] = Field(
+        description="What ranks the hits and decides `match`: `as_norm`, scores normalised against a "
+        "cohort of stored faces (once the store holds enough distinct faces, unless the request names "
+        "a `threshold`, which is a cosine similarity); `cosine` otherwise."
     )
     query: SearchOrigin | None = Field(
         default=None, description="A search by `face_id`: where that face is; null for a photo or clip."
@@ -253,7 +266,9 @@ class SearchParams(BaseModel):
     """Options of `POST /search`, as query parameters or form fields."""
 
     k: int = Field(DEFAULT_K, ge=1, le=MAX_K)
-    threshold: float | None = Field(None, ge=-1.0, le=1.0)
+    threshold: float | None = Field(
+        None, ge=-1.0, le=1.0, description="A cosine similarity: this search ranks and matches by cosine."
+    )
     collection: str | None = Field(None, pattern=COLLECTION_PATTERN)
     source: Literal["images", "videos", "all"] = "all"
     face_id: int | None = Field(
@@ -290,6 +305,9 @@ class EmbedderStatus(BaseModel):
     model: str | None = None
     dimension: int | None = None
     match_threshold: float | None = Field(default=None, description="Calibrated for the model.")
+    normalized_threshold: float | None = Field(
+        default=None, description="Calibrated for the model's AS-norm scores; null where it was not."
+    )
     error: str | None = None
 
 
@@ -301,6 +319,20 @@ class DiskStatus(BaseModel):
         description="Held in reserve so that deletes commit on a full disk (`SEARCH_DISK_RESERVE_BYTES`); "
         "0 while spent, until there is room again."
     )
+
+
+class CohortInfo(BaseModel):
+    """The cohort of stored faces that search scores are normalised against (AS-norm)."""
+
+    active: bool = Field(
+        description="Full enough to normalise with: searches score by AS-norm (`score_kind`) when a "
+        "normalised threshold is known (`embedder.normalized_threshold` or "
+        "`SEARCH_NORMALIZED_MATCH_THRESHOLD`) and the request names no (cosine) `threshold`."
+    )
+    enabled: bool = Field(description="`SEARCH_SCORE_NORMALIZATION`.")
+    members: int = Field(description="Distinct stored faces in the cohort.")
+    size: int = Field(description="Its full size.")
+    minimum: int = Field(description="Members from which it is used.")
 
 
 class Health(BaseModel):
@@ -315,6 +347,7 @@ class Health(BaseModel):
     index: IndexStatus
     embedder: EmbedderStatus
     disk: DiskStatus
+    score_cohort: CohortInfo
 
 
 class VideoAccepted(BaseModel):

@@ -83,14 +83,18 @@ async def search(
     """Send a photo as `image`, or a short clip as `video`. Every face found in the photo, or
     every person found in the clip (as video ingest finds them; with the clip's `time_ranges`
     where they appear, `best_time` and a `thumbnail_url` of their clearest face), gets its own
-    list of up to `k` hits, best first, each with its cosine similarity and whether that reaches
-    the match threshold (`threshold`; by default the one calibrated for the embedding model).
+    list of up to `k` hits, best first, each with its cosine similarity (`score`) and whether it
+    is a `match`. Once the store holds enough distinct faces, hits are ranked and matched by their
+    AS-norm `normalized_score` (`score_kind: "as_norm"`; `threshold` in its units, by default the
+    one calibrated for the embedding model); a request's `threshold` is a cosine similarity and
+    ranks and matches by cosine.
     `collection` and `source` (images, videos, all) filter exactly; they may also come as form
     fields, which win. Nothing of the query is stored.
 
     Or name a stored face as `face_id` (a face of `GET /images/{id}`, a hit's `face_id`, a video
     person's `face_id`): it is searched as a photo's face, without the embedder (unless the match
-    threshold must come from its model: then a 503 while it is unreachable), and the answer's
+    threshold must come from its model: then, while it is unreachable, cosine with
+    `SEARCH_MATCH_THRESHOLD` when set, else a 503), and the answer's
     `query` says where the face is; the face itself (for a video, its whole person) is no hit. An
     unknown `face_id`, or one of a collection the API key may not read, is a 404.
 

@@ -34,7 +34,14 @@ from prometheus_client import Counter
 
 from facesearch_common.retry import backoff
 from search_service.clients.breaker import CircuitBreaker, CircuitOpenError
-from search_service.domain import DetectedFace, DetectedImage, Detection, EmbeddingModel, Upload
+from search_service.domain import (
+    DetectedFace,
+    DetectedImage,
+    Detection,
+    EmbeddingModel,
+    ModelThresholds,
+    Upload,
+)
 from search_service.errors import (
     EmbedderProtocolError,
     EmbedderRejectedError,
@@ -89,7 +96,7 @@ class EmbedderStatus:
     """What the health check learnt: the model when the embedder answers, else why not."""
 
     model: EmbeddingModel | None
-    match_threshold: float | None
+    thresholds: ModelThresholds | None
     problem: str | None
 
 
@@ -98,7 +105,7 @@ class Outcomes:
     """The embedder's answer for each upload, in order: its faces, or its verdict on that photo."""
 
     model: EmbeddingModel | None  # None when it refused every upload
-    match_threshold: float | None
+    thresholds: ModelThresholds | None
     images: list[DetectedImage | EmbedderRejectedError]
 
 
@@ -108,7 +115,7 @@ def _merge(parts: Sequence[Outcomes]) -> Outcomes:
     if any(part.model != answered[0].model for part in answered):
         raise EmbedderProtocolError("the embedder changed its model in the middle of a request")
     first = answered[0] if answered else parts[0]
-    return Outcomes(first.model, first.match_threshold, [image for part in parts for image in part.images])
+    return Outcomes(first.model, first.thresholds, [image for part in parts for image in part.images])
 
 
 def _detail(response: httpx.Response) -> str:
@@ -145,8 +152,12 @@ def _parse_image(entry: dict[str, Any], dimension: int) -> DetectedImage:
     return DetectedImage(width=int(entry["width"]), height=int(entry["height"]), faces=faces)
 
 
-def _model(payload: dict[str, Any], name: str, dimension: str) -> tuple[EmbeddingModel, float]:
-    return EmbeddingModel(str(payload[name]), int(payload[dimension])), float(payload["match_threshold"])
+def _model(payload: dict[str, Any], name: str, dimension: str) -> tuple[EmbeddingModel, ModelThresholds]:
+    normalized = payload.get("normalized_threshold")  # absent from embedders older than AS-norm
+    thresholds = ModelThresholds(
+        float(payload["match_threshold"]), None if normalized is None else float(normalized)
+    )
+    return EmbeddingModel(str(payload[name]), int(payload[dimension])), thresholds
 
 
 class EmbedderClient:
@@ -193,9 +204,9 @@ class EmbedderClient:
             if isinstance(image, EmbedderRejectedError):
                 raise image
             images.append(image)
-        if outcomes.model is None or outcomes.match_threshold is None:
+        if outcomes.model is None or outcomes.thresholds is None:
             raise AssertionError("unreachable: every photo was answered, so the model was named")
-        return Detection(outcomes.model, outcomes.match_threshold, images)
+        return Detection(outcomes.model, outcomes.thresholds, images)
 
     async def detect_each(
         self, uploads: Sequence[Upload], *, min_face_size: int | None = None, threshold: float | None = None
@@ -243,8 +254,8 @@ class EmbedderClient:
                 response = await self._client.get("/models", timeout=timeout)
             if response.status_code != 200:
                 return EmbedderStatus(None, None, f"GET /models answered {response.status_code}")
-            model, threshold = _model(response.json(), "embedding_model", "embedding_dimension")
-            return EmbedderStatus(model, threshold, None)
+            model, thresholds = _model(response.json(), "embedding_model", "embedding_dimension")
+            return EmbedderStatus(model, thresholds, None)
         except TimeoutError:
             return EmbedderStatus(None, None, f"GET /models: no answer within {timeout} s")
         except httpx.HTTPError as error:
@@ -314,13 +325,13 @@ class EmbedderClient:
             raise EmbedderProtocolError(f"embedder answered {response.status_code}: {_detail(response)}")
         try:
             payload = response.json()
-            model, threshold = _model(payload, "model", "dimension")
+            model, thresholds = _model(payload, "model", "dimension")
             images = [_parse_image(entry, model.dimension) for entry in payload["images"]]
         except (ValueError, KeyError, TypeError, IndexError) as error:
             raise EmbedderProtocolError(f"embedder sent an unexpected answer: {error!r}") from error
         if len(images) != len(uploads):
             raise EmbedderProtocolError(f"embedder answered for {len(images)} of {len(uploads)} photos")
-        return Outcomes(model, threshold, list(images))
+        return Outcomes(model, thresholds, list(images))
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """Send, retrying what means "try later"; other answers are returned. Fails at once while

@@ -9,6 +9,7 @@ from search_service.clients.embedder import EmbedderClient
 from search_service.domain import CollectionStats, DiskSpace, HealthReport
 from search_service.index.base import FaceIndex
 from search_service.index.registry import create_index
+from search_service.services.cohort import ScoreCohort
 from search_service.services.faces import FaceDetector
 from search_service.services.frames import FrameEmbedder
 from search_service.services.images import ImagesService
@@ -27,6 +28,8 @@ class Services:
     images: ImagesService
     search: SearchService
     videos: VideosService
+    cohort: ScoreCohort
+    cohort_filler: asyncio.Task[None]  # ScoreCohort.keep_filled, cancelled by close()
 
     @classmethod
     async def open(cls, settings: SearchSettings) -> Services:
@@ -41,6 +44,7 @@ class Services:
         frames = FrameEmbedder(detector, asyncio.get_running_loop(), settings.video)
         videos = VideosService(storage.videos, storage.jobs, index, frames, settings.video)
         await asyncio.to_thread(videos.runner.start)
+        cohort = ScoreCohort(storage.cohort, enabled=settings.scoring.score_normalization)
         return cls(
             settings=settings,
             storage=storage,
@@ -54,8 +58,14 @@ class Services:
                 settings.match_threshold,
                 frames,
                 settings.video,
+                cohort,
+                settings.scoring,
             ),
             videos=videos,
+            cohort=cohort,
+            cohort_filler=asyncio.create_task(
+                cohort.keep_filled(settings.scoring.cohort_check_interval_s), name="score cohort filler"
+            ),
         )
 
     async def collections(self) -> list[CollectionStats]:
@@ -72,19 +82,24 @@ class Services:
     async def health(self) -> HealthReport:
         index = await asyncio.to_thread(self.index.health)
         embedder = await self.embedder.status()
+        cohort = await asyncio.to_thread(self.cohort.status)
         return HealthReport(
             index_backend=index.backend,
             index_ok=index.ok,
             faces=index.faces,
             index_details=index.details,
             embedder_model=embedder.model,
-            match_threshold=embedder.match_threshold,
+            thresholds=embedder.thresholds,
             embedder_problem=embedder.problem,
             disk=self.disk_space(),
+            cohort=cohort,
         )
 
     async def close(self) -> None:
         # Workers first: a running job or clip query may be waiting for the embedder client here.
+        await asyncio.to_thread(self.cohort.stop)  # a draw in progress reads the store
+        self.cohort_filler.cancel()
+        await asyncio.wait({self.cohort_filler})
         self.search.close()
         await asyncio.to_thread(self.videos.runner.stop)
         await self.embedder.aclose()

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from search_service.clients.embedder import EmbedderClient, Outcomes
-from search_service.domain import Detection, Upload
+from search_service.domain import Detection, ModelThresholds, Upload
 from search_service.errors import EmbedderUnavailableError, ModelMismatchError
 from search_service.storage.embedding_model import EmbeddingModelRecord
 
@@ -45,14 +45,14 @@ class FaceDetector:
             self._model_record.ensure(outcomes.model)
         return outcomes
 
-    async def model_threshold(self) -> float:
-        """The match threshold calibrated for the embedder's model, as its health probe last saw it
+    async def model_thresholds(self) -> ModelThresholds:
+        """The match thresholds calibrated for the embedder's model, as its health probe last saw it
         (``GET /healthz`` reports the same); that model must be the stored vectors' own.
 
         Raises EmbedderUnavailableError when the embedder does not answer, ModelMismatchError when
         it runs another model (even one of the same dimension)."""
         status = await self._embedder.status()
-        if status.model is None or status.match_threshold is None:
+        if status.model is None or status.thresholds is None:
             raise EmbedderUnavailableError(
                 f"the match threshold is the embedding model's, and the embedder does not answer "
                 f"({status.problem}): pass `threshold`, or retry later"
@@ -63,4 +63,4 @@ class FaceDetector:
             raise ModelMismatchError(
                 f"{error}; or pass `threshold`: the embedder's is its own model's"
             ) from error
-        return status.match_threshold
+        return status.thresholds

@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from search_service.domain import DetectedFace, FaceObservation, Upload
+from search_service.domain import DetectedFace, FaceObservation, ModelThresholds, Upload
 from search_service.services.faces import DetectsFaces
 from search_service.settings import VideoSettings
 from search_service.video.jpeg import encode_jpeg
@@ -43,8 +43,8 @@ class FrameEmbedder:
     def __call__(self, frames: list[np.ndarray]) -> list[list[FaceObservation]]:
         return self.embed(frames)[0]
 
-    def embed(self, frames: list[np.ndarray]) -> tuple[list[list[FaceObservation]], float]:
-        """The faces per frame, and the match threshold calibrated for the model that embedded them."""
+    def embed(self, frames: list[np.ndarray]) -> tuple[list[list[FaceObservation]], ModelThresholds]:
+        """The faces per frame, and the match thresholds calibrated for the model that embedded them."""
         uploads = [self._upload(number, frame) for number, frame in enumerate(frames)]
         side = max(max(frame.shape[:2]) for frame in frames)
         min_face = min_face_size(side, self._settings)
@@ -55,7 +55,7 @@ class FrameEmbedder:
             self._loop,
         ).result()
         faces = [[_observation(face) for face in image.faces] for image in detection.images]
-        return faces, detection.match_threshold
+        return faces, detection.thresholds
 
     def _upload(self, number: int, frame_rgb: np.ndarray) -> Upload:
         data = encode_jpeg(frame_rgb, self._settings.jpeg_quality)

@@ -1,7 +1,8 @@
 """Durable storage, the source of truth: one SQLite database plus content-addressed files.
 
 Split by aggregate: ``images``, ``videos`` (with their analyses), ``jobs``, ``faces`` (read
-models and the index feed), ``embedding_model``; ``database`` and ``blobs`` are the plumbing.
+models and the index feed), ``cohort`` (the faces search scores are normalised against),
+``embedding_model``; ``database`` and ``blobs`` are the plumbing.
 Every face row carries its embedding, so any vector index can be rebuilt from here alone. Writes
 follow one order: file durable, then rows committed, then the caller acknowledges; a crash loses
 nothing acknowledged, and its only debris, an unreferenced file, is swept at the next open.
@@ -18,6 +19,7 @@ from pathlib import Path
 import structlog
 
 from search_service.storage.blobs import BlobStore
+from search_service.storage.cohort import CohortRepository
 from search_service.storage.database import FILE_NAME, Database
 from search_service.storage.embedding_model import EmbeddingModelRecord
 from search_service.storage.faces import FaceRepository
@@ -39,6 +41,7 @@ class Storage:
     videos: VideoRepository
     jobs: JobRepository
     faces: FaceRepository
+    cohort: CohortRepository
     embedding_model: EmbeddingModelRecord
 
     @classmethod
@@ -69,6 +72,7 @@ class Storage:
             videos=VideoRepository(database, blobs),
             jobs=JobRepository(database),
             faces=FaceRepository(database),
+            cohort=CohortRepository(database),
             embedding_model=EmbeddingModelRecord(database),
         )
 

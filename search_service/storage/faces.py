@@ -81,6 +81,18 @@ class FaceRepository:
             )
         return StoredFace(where, row["score"], np.frombuffer(row["embedding"], "<f4"), frozenset(own))
 
+    def vectors(self, face_ids: Collection[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Stored vectors of these faces: their ids (ascending) and the vectors as rows; faces deleted
+        meanwhile are absent."""
+        rows = self._database.read(
+            f"SELECT id, embedding FROM faces WHERE id {IN_LIST} ORDER BY id", (as_list(sorted(face_ids)),)
+        )
+        ids = np.asarray([row["id"] for row in rows], np.int64)
+        if not rows:
+            return ids, np.zeros((0, 0), np.float32)
+        vectors = np.frombuffer(b"".join(row["embedding"] for row in rows), "<f4")
+        return ids, vectors.reshape(len(rows), -1)
+
     def person_vectors(self, people: Collection[tuple[int, int]]) -> dict[tuple[int, int], PersonVectors]:
         """Every stored vector of these (video id, person) pairs, with the start of its track."""
         if not people:

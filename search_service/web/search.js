@@ -34,12 +34,16 @@ function photoWithOneFace(hit, alt) {
   );
 }
 
+// The cosine always; the normalised score too when it is what ranked and matched the hit.
 function scoreLine(hit) {
+  const cosineOnly = hit.normalized_score === null || hit.normalized_score === undefined;
   return el(
     "p",
     { class: "score" },
     el("span", { class: hit.match ? "badge match" : "badge no-match" }, hit.match ? "match" : "no match"),
-    ` ${hit.score.toFixed(3)}`,
+    cosineOnly
+      ? ` ${hit.score.toFixed(3)}`
+      : ` ${hit.normalized_score.toFixed(2)} normalised · cosine ${hit.score.toFixed(3)}`,
   );
 }
 
@@ -198,7 +202,11 @@ export function setUpSearch() {
   function showAnswer(answer, queryView) {
     const count = answer.faces.length;
     const what = answer.query ? "Searched with a stored face" : `${plural(count, "face", "faces")} found`;
-    status.replaceChildren(message("info", `${what} · match threshold ${answer.threshold.toFixed(3)}`));
+    const threshold =
+      answer.score_kind === "as_norm"
+        ? `normalised match threshold ${answer.threshold.toFixed(2)}`
+        : `match threshold ${answer.threshold.toFixed(3)}`;
+    status.replaceChildren(message("info", `${what} · ${threshold}`));
     const groups = answer.faces.map((face, index) =>
       el(
         "section",

@@ -18,8 +18,11 @@ from tools.processes import ServiceProcess, search_service
 
 
 @contextmanager
-def running_search_service(data_dir: Path, embedder: ServiceProcess) -> Iterator[ServiceProcess]:
-    with search_service(str(data_dir), embedder.url).running() as process:
+def running_search_service(data_dir: Path, embedder: ServiceProcess, **env: str) -> Iterator[ServiceProcess]:
+    """A search service on ``data_dir`` beside ``embedder``; ``env``: settings for the child."""
+    service = search_service(str(data_dir), embedder.url)
+    service.env |= env
+    with service.running() as process:
         yield process
 
 

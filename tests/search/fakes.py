@@ -122,6 +122,8 @@ class FakeEmbedder:
     # The dimension its answers declare; the embeddings it sends are always DIMENSION long.
     declared_dimension: int = DIMENSION
     match_threshold: float = MATCH_THRESHOLD
+    # Its model's AS-norm threshold; None: not calibrated (searches then rank by cosine).
+    normalized_threshold: float | None = None
     # Like the real embedder's EMBEDDER_MAX_IMAGES_PER_REQUEST: more photos in one call are a 413.
     max_images_per_request: int = 64
     # Like the real embedder's EMBEDDER_MAX_IMAGE_PIXELS: a larger photo is a 413, judged from its header.
@@ -139,6 +141,7 @@ class FakeEmbedder:
                     "embedding_model": self.model,
                     "embedding_dimension": self.declared_dimension,
                     "match_threshold": self.match_threshold,
+                    "normalized_threshold": self.normalized_threshold,
                     "models": [],
                 }
             )
@@ -197,6 +200,7 @@ class FakeEmbedder:
                 "model": self.model,
                 "dimension": self.declared_dimension,
                 "match_threshold": self.match_threshold,
+                "normalized_threshold": self.normalized_threshold,
                 "images": images,
             }
         )

@@ -23,15 +23,24 @@ from tools.eval import detection
 from tools.eval.augment import JitterEmbedder
 from tools.eval.embedding import (
     ALL_VARIANTS,
+    EmbeddingTable,
     OurPipeline,
     PhotoEmbedder,
     Variant,
     embed_photos,
     milliseconds_per_photo,
 )
+from tools.eval.normalization import DEFAULT_CALIBRATION_FAR, DEFAULT_DRAWS, evaluate_normalization
 from tools.eval.pairs import Pair, Split, balanced_prefix, dev_split, lfw_gallery, read_pairs, ten_fold_splits
 from tools.eval.peer import PeerPipeline
-from tools.eval.report import markdown, plot_retrieval, plot_roc, summary_line, write_json
+from tools.eval.report import (
+    markdown,
+    normalization_markdown,
+    plot_retrieval,
+    plot_roc,
+    summary_line,
+    write_json,
+)
 from tools.eval.rerank import KReciprocal, QueryExpansion, Reranker
 from tools.eval.runner import NO_RERANK, PipelineResult, evaluate
 
@@ -51,6 +60,25 @@ def detection_section(args: argparse.Namespace, settings: EmbedderSettings) -> t
     table = detection.markdown(results, sets)
     print(table, file=sys.stderr)
     return f"\n## Detection\n\n{table}", {"detection": detection.to_json(results)}
+
+
+def normalization_section(
+    args: argparse.Namespace,
+    name: str,
+    table: EmbeddingTable,
+    splits: Sequence[Split],
+    gallery: Sequence[Path],
+) -> tuple[str, dict[str, Any], float | None]:
+    """The AS-norm section's markdown, JSON and normalised threshold for one variant."""
+    if args.cohort_draws <= 0 or not gallery:
+        return "", {}, None
+    result = evaluate_normalization(
+        table, splits, args.lfw_dir, gallery, draws=args.cohort_draws, calibration_far=args.calibration_far
+    )
+    text = normalization_markdown(result, name)
+    if isinstance(result, str):
+        return text, {"normalization": result}, None
+    return text, {"normalization": result.to_json()}, result.threshold
 
 
 def _env_path(name: str, default: Path | None = None) -> Path | None:
@@ -108,6 +136,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--timing-photos", type=int, default=50, help="photos timed per pipeline (0: no timing)"
     )
     parser.add_argument("--far", type=float, default=1e-3, help="false accept rate for TAR@FAR")
+    parser.add_argument(
+        "--cohort-draws",
+        type=int,
+        default=DEFAULT_DRAWS,
+        help="AS-norm cohorts drawn from the gallery for the default variant (0: no AS-norm section)",
+    )
+    parser.add_argument(
+        "--calibration-far",
+        type=float,
+        default=DEFAULT_CALIBRATION_FAR,
+        help="false-match rate on the training pairs that fixes the normalised threshold",
+    )
     parser.add_argument(
         "--detectors",
         nargs="*",
@@ -198,8 +238,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     timing = evenly_spaced(photos, args.timing_photos + 2) if args.timing_photos > 0 else []
 
     results: list[PipelineResult] = []
+    all_tables: dict[str, EmbeddingTable] = {}
     for label, embedder in embedders:
         tables = embed_photos(embedder, photos, cache_dir, label)
+        all_tables |= tables
         for name in embedder.names:
             results.append(evaluate(name, tables[name], splits, args.lfw_dir, gallery, RERANKERS, args.far))
     speeds = milliseconds_per_photo([embedder for _, embedder in embedders], timing)
@@ -212,6 +254,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     peer_result = next((r for r in results if r.name == PeerPipeline.names[0] and r is not default), None)
     rerank_names = [name for name in default.retrieval if name != NO_RERANK]
     best_rerank = max(rerank_names, key=lambda name: default.retrieval[name].precision, default=None)
+    normalization_table, normalization_json, normalized_threshold = normalization_section(
+        args, default.name, all_tables[default.name], splits, [path for path, _ in gallery]
+    )
+    print(normalization_table)
     metadata = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": " ".join(["python -m tools.eval", *(argv if argv is not None else sys.argv[1:])]),
@@ -228,13 +274,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     detection_table, detection_json = detection_section(args, settings)
     args.out.mkdir(parents=True, exist_ok=True)
-    write_json(results, metadata | detection_json, args.out / "eval.json")
-    (args.out / "eval.md").write_text(markdown(results, protocol, args.far) + detection_table)
+    write_json(results, metadata | normalization_json | detection_json, args.out / "eval.json")
+    (args.out / "eval.md").write_text(
+        markdown(results, protocol, args.far) + normalization_table + detection_table
+    )
     plot_roc(results, args.out / "eval_roc.png", args.far)
     if gallery:
         plot_retrieval(results, args.out / "eval_retrieval.png")
     print(f"wrote {args.out}/eval.json, eval.md and plots", file=sys.stderr)
-    print(summary_line(default, peer_result, best_rerank))
+    print(summary_line(default, peer_result, best_rerank, normalized_threshold))
     return 0
 
 

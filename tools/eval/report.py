@@ -13,7 +13,8 @@ import numpy as np
 # Figure without pyplot: no GUI backend and no global figure state, so it works headless.
 from matplotlib.figure import Figure
 
-from tools.eval.metrics import roc
+from tools.eval.metrics import Summary, roc
+from tools.eval.normalization import NormalizationResult, summarize
 from tools.eval.runner import NO_RERANK, PipelineResult
 
 
@@ -73,6 +74,47 @@ def markdown(results: Sequence[PipelineResult], protocol: str, far: float) -> st
     ]
     reranked = _table(["pipeline", "re-ranking", "precision@min(20,n-1)", "mAP", "rank-1"], rerank_rows)
     return f"{main}\n\nRetrieval with re-ranking of the top hits:\n\n{reranked}\n"
+
+
+def _spread(summary: Summary, scale: float, digits: int, spread: bool) -> str:
+    text = f"{scale * summary.mean:.{digits}f}"
+    return text + (f" ± {scale * summary.std:.{digits}f}" if spread else "")
+
+
+def normalization_markdown(result: NormalizationResult | str, pipeline: str) -> str:
+    """Raw cosine and AS-norm at thresholds calibrated on the training pairs, or why there is no cohort."""
+    heading = f"\n## Score normalisation (AS-norm), {pipeline}\n\n"
+    if isinstance(result, str):
+        return f"{heading}No cohort: {result}.\n"
+    protocol, far = result.protocol, f"{100 * result.calibration_far:g}%"
+    several = len(result.raw_at_far) > 1
+    rows = [
+        ("raw cosine", "best accuracy", result.raw_best_accuracy, several),
+        ("raw cosine", f"false-match rate {far}", result.raw_at_far, several),
+        (
+            f"AS-norm, {len(result.cohort_sizes)} cohort draws",
+            f"false-match rate {far}",
+            result.normalized,
+            True,
+        ),
+    ]
+    cells = []
+    for scores, chosen_for, points, spread in rows:
+        summary = summarize(points)
+        rates = ("accuracy", "false_match_rate", "true_match_rate")
+        cells.append(
+            [scores, chosen_for, _spread(summary["threshold"], 1, 4, spread)]
+            + [_spread(summary[key], 100, 2, spread) for key in rates]
+        )
+    header = ["scores", "threshold chosen for", "threshold", "accuracy %", "false-match rate %"]
+    table = _table([*header, "true-match rate %"], cells)
+    return (
+        f"{heading}Cohort: the service's `draw_cohort` over the gallery's faces in random order "
+        f"(size {protocol.size}, top-K {protocol.top_k}, distinct below {protocol.distinct_below}), "
+        "each pair's own photos left out; thresholds chosen on the training pairs, numbers on the test "
+        f"pairs (mean ± sd over draws and splits).\n\n{table}\n\n"
+        f"normalized_threshold for the model manifest: **{result.threshold:.2f}**\n"
+    )
 
 
 def to_json(results: Sequence[PipelineResult], metadata: dict[str, Any]) -> dict[str, Any]:
@@ -152,7 +194,12 @@ def plot_retrieval(results: Sequence[PipelineResult], path: Path) -> None:
     figure.savefig(path, dpi=120)
 
 
-def summary_line(default: PipelineResult, peer: PipelineResult | None, best_reranker: str | None) -> str:
+def summary_line(
+    default: PipelineResult,
+    peer: PipelineResult | None,
+    best_reranker: str | None,
+    normalized_threshold: float | None = None,
+) -> str:
     """The last line of output: key=value pairs for scripts (README results, CI logs)."""
     values: dict[str, str] = {
         "variant": default.name,
@@ -178,6 +225,8 @@ def summary_line(default: PipelineResult, peer: PipelineResult | None, best_rera
             "map_reranked": f"{reranked.mean_average_precision:.4f}",
             "rank1_reranked": f"{reranked.rank1:.4f}",
         }
+    if normalized_threshold is not None:
+        values["normalized_threshold"] = f"{normalized_threshold:.2f}"
     if default.ms_per_photo is not None:
         values["ms_per_photo"] = f"{default.ms_per_photo:.1f}"
     if peer is not None:

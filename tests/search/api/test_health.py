@@ -19,7 +19,16 @@ def test_health_metrics_and_docs(client: TestClient) -> None:
         "model": "fake-embedder-v1",
         "dimension": 128,
         "match_threshold": MATCH_THRESHOLD,
+        "normalized_threshold": None,
         "error": None,
+    }
+    # An empty store has no cohort to normalise scores with: searches rank by cosine.
+    assert health["score_cohort"] == {
+        "active": False,
+        "enabled": True,
+        "members": 0,
+        "size": 1000,
+        "minimum": 900,
     }
     assert health["index"]["backend"] == "embedded" and health["index"]["ok"]
     # By default uploads need 512 MiB free, and some space is held in reserve for deletes.
