@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -125,12 +126,9 @@ class EmbedderService:
         self, min_face_size: int | None = None, threshold: float | None = None, max_faces: int | None = None
     ) -> DetectionOptions:
         """A request's options: what it gives, the settings for what it leaves out."""
-        settings = self.settings
-        return DetectionOptions(
-            min_face_size=settings.min_face_size if min_face_size is None else min_face_size,
-            threshold=settings.detection_threshold if threshold is None else threshold,
-            max_faces=settings.max_faces if max_faces is None else max_faces,
-        )
+        given = {"min_face_size": min_face_size, "threshold": threshold, "max_faces": max_faces}
+        overrides: dict[str, Any] = {name: value for name, value in given.items() if value is not None}
+        return dataclasses.replace(DetectionOptions.from_settings(self.settings), **overrides)
 
     def warm_up(self) -> None:
         """Opens every session and runs each net on every shape it will serve (each shape bucket

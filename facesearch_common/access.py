@@ -41,11 +41,6 @@ LOOPBACK_NAMES = frozenset({"localhost"})
 DEFAULT_ALLOWED_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]"]
 
 
-def key_id(secret: str) -> str:
-    """A short, non-reversible name for a key, safe to log."""
-    return _sha256(secret).hex()[:8]
-
-
 def _sha256(text: str) -> bytes:
     return hashlib.sha256(text.encode()).digest()
 
@@ -65,6 +60,7 @@ class ApiKey(BaseModel):
 
     @property
     def key_id(self) -> str:
+        """A short, non-reversible name for the key, safe to log."""
         return self._digest.hex()[:8]
 
     def allows(self, scope: Scope) -> bool:

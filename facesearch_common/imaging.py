@@ -49,7 +49,12 @@ def unsigned_32_bit(image: Image.Image) -> bool:
 
 
 def to_rgb8(image: Image.Image, unsigned_32: bool = False) -> np.ndarray:
-    """H x W x 3 uint8 RGB from any mode, scaling wide greyscale by its bit depth or value range.
+    """H x W x 3 uint8 RGB from any mode (:func:`rgb_image`)."""
+    return np.asarray(rgb_image(image, unsigned_32), dtype=np.uint8)
+
+
+def rgb_image(image: Image.Image, unsigned_32: bool = False) -> Image.Image:
+    """An 8-bit RGB image from any mode, scaling wide greyscale by its bit depth or value range.
 
     ``unsigned_32``: mode "I" holds unsigned samples (see :func:`unsigned_32_bit`), which Pillow
     stores in a signed array, so values over 2**31 appear negative.
@@ -60,15 +65,15 @@ def to_rgb8(image: Image.Image, unsigned_32: bool = False) -> np.ndarray:
     """
     if image.mode in HIGH_BIT_DEPTH_MODES:
         grey = _grey_to_uint8(image, unsigned_32)
-        return np.repeat(grey[:, :, None], 3, axis=2)
-    if image.mode != "RGB":
-        # CMYK, palette, 1-bit, grey and alpha modes go through Pillow's colour maths;
-        # alpha is dropped (the colour under transparent pixels is kept).
-        try:
-            image = image.convert("RGB")
-        except ValueError as error:
-            raise UnsupportedColourModeError(f"unsupported colour mode {image.mode}: {error}") from None
-    return np.asarray(image, dtype=np.uint8)
+        return Image.fromarray(np.repeat(grey[:, :, None], 3, axis=2))
+    if image.mode == "RGB":
+        return image
+    # CMYK, palette, 1-bit, grey and alpha modes go through Pillow's colour maths; alpha is
+    # dropped (the colour under transparent pixels is kept).
+    try:
+        return image.convert("RGB")
+    except ValueError as error:
+        raise UnsupportedColourModeError(f"unsupported colour mode {image.mode}: {error}") from None
 
 
 def _grey_to_uint8(image: Image.Image, unsigned_32: bool) -> np.ndarray:

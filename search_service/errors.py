@@ -7,7 +7,8 @@ status in one place (``search_service.api.errors``), and clients get ``{"detail"
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable, Iterator
+import sqlite3
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal
 
@@ -86,25 +87,28 @@ class InsufficientStorageError(ServiceError):
 
 # What an OSError's errno says when the disk, or this user's quota on it, is full.
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+# SQLite's words for it: no room to append (FULL), or none to size the shared-memory file a WAL
+# database needs when it is opened (IOERR_SHMSIZE).
+_DISK_FULL_CODES = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR_SHMSIZE})
 
 
 def says_disk_full(error: BaseException) -> bool:
-    """Whether ``error`` is an OSError telling that the disk (or this user's quota) is full."""
+    """Whether ``error`` (an OSError, or the store's SQLite) tells that the disk (or this user's
+    quota) is full."""
+    if isinstance(error, sqlite3.Error):
+        # Errors raised by the sqlite3 module itself (a closed connection) carry no code.
+        return getattr(error, "sqlite_errorcode", None) in _DISK_FULL_CODES
     return isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS
 
 
 @contextmanager
-def refused_when_full(
-    what: str, disk_full: Callable[[BaseException], bool] = says_disk_full
-) -> Iterator[None]:
-    """A full disk met in the block becomes InsufficientStorageError; other errors pass unchanged.
-
-    ``disk_full`` tells which errors say so: OSErrors by default (a file written by the API or by
-    storage); the store's database adds SQLite's error codes (``storage.space``)."""
+def refused_when_full(what: str) -> Iterator[None]:
+    """A full disk met in the block (``says_disk_full``) becomes InsufficientStorageError; other
+    errors pass unchanged."""
     try:
         yield
     except Exception as error:
-        if not disk_full(error):
+        if not says_disk_full(error):
             raise
         raise InsufficientStorageError(
             f"the disk is full: {what} was not stored; free space or delete stored media, then retry"

@@ -56,7 +56,7 @@ class FacePipeline:
 
     def detect(self, image: np.ndarray, options: DetectionOptions) -> list[Detection]:
         """Faces of ``image``, with boxes and landmarks in its own pixels."""
-        return self.detect_input(self.detection_input(image, options), options)
+        return self.detect_inputs([self.detection_input(image, options)], [options])[0]
 
     def detection_input(self, image: np.ndarray, options: DetectionOptions) -> DetectionInput:
         """What detection runs on: the photo, or a copy of it as long as the shorter of
@@ -85,15 +85,12 @@ class FacePipeline:
         work = detector.work(size[1], size[0], min_face_size)
         return DetectionInput(copy, min_face_size, (height, width), work)
 
-    def detect_input(self, prepared: DetectionInput, options: DetectionOptions) -> list[Detection]:
-        """Runs the detector on what :meth:`detection_input` prepared; boxes in the photo's pixels."""
-        return self.detect_inputs([prepared], [options])[0]
-
     def detect_inputs(
         self, prepared: Sequence[DetectionInput], options: Sequence[DetectionOptions]
     ) -> list[list[Detection]]:
-        """:meth:`detect_input` for several photos, each with its own options, in the detector's
-        shared runs: what one batched detection run of the scheduler does."""
+        """Faces of several photos as :meth:`detection_input` prepared them (boxes in each photo's
+        pixels), each with its own options, in the detector's shared runs: what one batched
+        detection run of the scheduler does."""
         started = time.perf_counter()
         found = self.detector.detect_batch(
             [one.pixels for one in prepared],

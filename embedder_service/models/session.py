@@ -6,6 +6,7 @@ import ctypes
 import os
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, fields
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -53,12 +54,12 @@ class RuntimeOptions:
         values["providers"] = tuple(values["providers"])
         return cls(**values)
 
-    @property
+    @cached_property  # read per photo and per model run; what ONNX Runtime offers does not change
     def uses_cuda(self) -> bool:
         """Whether sessions will run on the CUDA provider (asked for, and offered by this ONNX Runtime)."""
         return CUDA in self.providers and CUDA in ort.get_available_providers()
 
-    @property
+    @cached_property
     def buckets(self) -> bool:
         """Whether inputs are padded to their models' shape buckets: "auto" pads on the GPU only."""
         return self.shape_buckets == "on" or (self.shape_buckets == "auto" and self.uses_cuda)

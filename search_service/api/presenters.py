@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from dataclasses import asdict
+from typing import Any
 
 from search_service.api.errors import status_of
 from search_service.api.schemas import (
@@ -37,6 +38,7 @@ from search_service.domain import (
     CollectionStats,
     DiskSpace,
     HealthReport,
+    HitSource,
     ImageRecord,
     JobRecord,
     PersonRecord,
@@ -105,21 +107,28 @@ def _person(video_id: int, person: PersonRecord) -> VideoPerson:
     )
 
 
+def _whereabouts(where: HitSource) -> dict[str, Any]:
+    """Which stored face, in which photo or video: the fields a hit and a search's ``query`` share."""
+    return {
+        "source": where.source,
+        "id": where.media_id,
+        "face_id": where.face_id,
+        "external_id": where.external_id,
+        "collection": where.collection,
+        "filename": where.filename,
+        "width": where.width,
+        "height": where.height,
+    }
+
+
 def _hit(ranked: RankedHit) -> Hit:
     where = ranked.where
     return Hit(
         score=ranked.score,
         match=ranked.match,
         normalized_score=ranked.normalized_score,
-        source=where.source,
-        id=where.media_id,
-        face_id=where.face_id,
-        external_id=where.external_id,
-        collection=where.collection,
+        **_whereabouts(where),
         box=where.box,
-        filename=where.filename,
-        width=where.width,
-        height=where.height,
         time_ranges=ranked.time_ranges,
         range_scores=ranked.range_scores,
         best_time=where.time_s,
@@ -133,9 +142,7 @@ def search_response(result: SearchResult) -> SearchResponse:
     return SearchResponse(
         threshold=result.threshold,
         score_kind=result.score_kind,
-        query=None
-        if origin is None
-        else SearchOrigin(source=origin.source, id=origin.media_id, face_id=origin.face_id),
+        query=None if origin is None else SearchOrigin(**_whereabouts(origin)),
         faces=[
             QueryFace(
                 box=face.box,
@@ -168,7 +175,7 @@ def disk_refusal(space: DiskSpace, incoming: int) -> str:
 
 def health(report: HealthReport) -> Health:
     model = report.embedder_model
-    disk, cohort = report.disk, report.cohort
+    disk = report.disk
     problems = []
     if not report.index_ok:
         problems.append("index: cannot serve")
@@ -190,13 +197,7 @@ def health(report: HealthReport) -> Health:
             normalized_threshold=None if report.thresholds is None else report.thresholds.normalized,
             error=report.embedder_problem,
         ),
-        score_cohort=CohortInfo(
-            active=cohort.active,
-            enabled=cohort.enabled,
-            members=cohort.members,
-            size=cohort.size,
-            minimum=cohort.minimum,
-        ),
+        score_cohort=CohortInfo.model_validate(report.cohort),
         disk=DiskStatus(
             ok=not disk.low,
             free_bytes=disk.free_bytes,

@@ -240,6 +240,11 @@ class SearchOrigin(BaseModel):
     source: Source
     id: int = Field(description="The image id or video id.")
     face_id: int
+    external_id: str | None
+    collection: str
+    filename: str | None = Field(description="The photo's or video's file name as uploaded.")
+    width: int | None = Field(description="The photo's or video's width in pixels, upright.")
+    height: int | None = Field(description="Its height in pixels, upright.")
 
 
 class SearchResponse(BaseModel):
@@ -323,6 +328,8 @@ class DiskStatus(BaseModel):
 
 class CohortInfo(BaseModel):
     """The cohort of stored faces that search scores are normalised against (AS-norm)."""
+
+    model_config = ConfigDict(from_attributes=True)
 
     active: bool = Field(
         description="Full enough to normalise with: searches score by AS-norm (`score_kind`) when a "

@@ -91,7 +91,7 @@ class ScoreCohort:
                 return self._status(members)
             current = self._repository.members()
             joining = self._draw(current.vectors, afresh=False)
-            self._repository.add(joining, stored)
+            self._repository.add(joining)
             members, others = self._repository.counts()
             short = (members, others, self._repository.newest_face_id())
             self._short_after = None if members >= self.protocol.size else short
@@ -104,9 +104,9 @@ class ScoreCohort:
         drawn = self._draw(np.zeros((0, 0), np.float32), afresh=True)
         kept_old = len(drawn) < members
         if kept_old:  # fewer distinct faces than the cohort holds: keep it until the store doubles again
-            self._repository.add([], stored)
+            self._repository.add([])  # (records the store's size)
         else:
-            self._repository.replace(drawn, stored)
+            self._repository.replace(drawn)
             members = len(drawn)
         log.info("score cohort drawn afresh", members=members, stored_faces=stored, kept_old=kept_old)
         return self._status(members)

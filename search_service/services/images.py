@@ -13,7 +13,7 @@ from typing import Any
 import structlog
 from PIL import Image, ImageOps
 
-from facesearch_common.imaging import DECODE_ERRORS, to_rgb8, unsigned_32_bit
+from facesearch_common.imaging import DECODE_ERRORS, rgb_image, unsigned_32_bit
 from search_service.domain import ImageRecord, NewImage, StoredImage, Thumbnail, Upload
 from search_service.errors import EmbedderRejectedError, NotFoundError, UndecodableImageError
 from search_service.index.base import FaceIndex
@@ -45,9 +45,9 @@ def render_thumbnail(path: Path, max_side: int) -> bytes:
         image.draft("RGB", (max_side, max_side))
         unsigned = unsigned_32_bit(image)
         upright = ImageOps.exif_transpose(image)
-        if upright.mode != "RGB":
-            # Before scaling: Pillow resizes none of the 16-bit greyscale modes.
-            upright = Image.fromarray(to_rgb8(upright, unsigned_32=unsigned))
+        # Before scaling: Pillow resizes none of the 16-bit greyscale modes, and a palette image
+        # would be resized nearest-neighbour.
+        upright = rgb_image(upright, unsigned_32=unsigned)
         upright.thumbnail((max_side, max_side))
         buffer = io.BytesIO()
         upright.save(buffer, "JPEG", quality=THUMBNAIL_QUALITY)

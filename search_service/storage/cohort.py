@@ -10,6 +10,7 @@ import numpy as np
 
 from search_service.domain import CohortMembers
 from search_service.storage.database import IN_LIST, Database, as_list
+from search_service.storage.faces import stacked
 
 
 class CohortRepository:
@@ -22,16 +23,15 @@ class CohortRepository:
 
     def members(self) -> CohortMembers:
         """The cohort's faces with their vectors, and the version they were read at."""
-        with self._database.reading() as db:
-            version = db.execute("SELECT value FROM meta WHERE key = 'score_cohort_version'").fetchone()[0]
+        with self._database.reading() as db:  # one hold of the (reentrant) lock: no change in between
+            version = self.version()
             rows = db.execute(
                 "SELECT f.id, f.embedding FROM score_cohort c JOIN faces f ON f.id = c.face_id ORDER BY f.id"
             ).fetchall()
-        vectors = np.frombuffer(b"".join(row["embedding"] for row in rows), "<f4")
         return CohortMembers(
-            version=int(version),
+            version=version,
             face_ids=np.asarray([row["id"] for row in rows], np.int64),
-            vectors=vectors.reshape(len(rows), -1) if rows else np.zeros((0, 0), np.float32),
+            vectors=stacked([row["embedding"] for row in rows]),
         )
 
     def counts(self) -> tuple[int, int]:
@@ -47,7 +47,7 @@ class CohortRepository:
         return int(self._database.read("SELECT COALESCE(MAX(id), 0) AS newest FROM faces")[0]["newest"])
 
     def drawn_at(self) -> int:
-        """Stored faces when the cohort was last drawn or topped up."""
+        """Stored faces when the cohort last changed by a draw (``add`` or ``replace``)."""
         return int(self._database.meta("score_cohort_drawn_at") or 0)
 
     def candidates(
@@ -87,28 +87,26 @@ class CohortRepository:
                 )
                 ids = [face_id for face_id in batch if face_id in found]  # deleted meanwhile: skipped
                 if ids:
-                    vectors = np.frombuffer(b"".join(found[face_id] for face_id in ids), "<f4")
-                    yield np.asarray(ids, np.int64), vectors.reshape(len(ids), -1)
+                    yield np.asarray(ids, np.int64), stacked([found[face_id] for face_id in ids])
         finally:
             db.close()
 
-    def add(self, face_ids: list[int], store_faces: int | None = None) -> None:
-        """Faces join the cohort (those deleted meanwhile are skipped); ``store_faces``: the stored
-        faces now, recorded as the store's size at the last draw."""
+    def add(self, face_ids: list[int]) -> None:
+        """Faces join the cohort (those deleted meanwhile are skipped); the store's size is recorded
+        as ``drawn_at``."""
         with self._database.transaction() as db:
-            self._insert(db, face_ids, store_faces)
+            self._insert(db, face_ids)
 
-    def replace(self, face_ids: list[int], store_faces: int | None = None) -> None:
-        """A new cohort instead of the old, in one transaction."""
+    def replace(self, face_ids: list[int]) -> None:
+        """A new cohort instead of the old, in one transaction, recorded as ``add`` records."""
         with self._database.transaction() as db:
             db.execute("DELETE FROM score_cohort")
-            self._insert(db, face_ids, store_faces)
+            self._insert(db, face_ids)
 
     @staticmethod
-    def _insert(db: sqlite3.Connection, face_ids: list[int], store_faces: int | None) -> None:
+    def _insert(db: sqlite3.Connection, face_ids: list[int]) -> None:
         db.executemany(
             "INSERT OR IGNORE INTO score_cohort (face_id) SELECT id FROM faces WHERE id = ?",
             [(face_id,) for face_id in face_ids],
         )
-        if store_faces is not None:
-            db.execute("UPDATE meta SET value = ? WHERE key = 'score_cohort_drawn_at'", (str(store_faces),))
+        db.execute("UPDATE meta SET value = (SELECT COUNT(*) FROM faces) WHERE key = 'score_cohort_drawn_at'")

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from search_service.errors import refused_when_full
-from search_service.storage.space import Reserve, says_disk_full
+from search_service.storage.space import Reserve
 
 FILE_NAME = "facesearch.sqlite3"
 
@@ -103,7 +103,7 @@ class Database:
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """A write transaction under the lock; commits on success, rolls back on error (a full
         disk: InsufficientStorageError)."""
-        with self.lock, refused_when_full("the change", says_disk_full):
+        with self.lock, refused_when_full("the change"):
             self._connection.execute("BEGIN IMMEDIATE")
             try:
                 yield self._connection

@@ -13,6 +13,13 @@ from search_service.storage.media import box_of
 from search_service.storage.videos import time_ranges
 
 
+def stacked(blobs: Sequence[bytes]) -> np.ndarray:
+    """Stored embeddings (little-endian float32 blobs) as the rows of one array; (0, 0) for none."""
+    if not blobs:
+        return np.zeros((0, 0), np.float32)
+    return np.frombuffer(b"".join(blobs), "<f4").reshape(len(blobs), -1)
+
+
 class FaceRepository:
     """Also the index's ``FaceSource``: its ``store_id`` and ``face_batches``."""
 
@@ -87,11 +94,7 @@ class FaceRepository:
         rows = self._database.read(
             f"SELECT id, embedding FROM faces WHERE id {IN_LIST} ORDER BY id", (as_list(sorted(face_ids)),)
         )
-        ids = np.asarray([row["id"] for row in rows], np.int64)
-        if not rows:
-            return ids, np.zeros((0, 0), np.float32)
-        vectors = np.frombuffer(b"".join(row["embedding"] for row in rows), "<f4")
-        return ids, vectors.reshape(len(rows), -1)
+        return np.asarray([row["id"] for row in rows], np.int64), stacked([row["embedding"] for row in rows])
 
     def person_vectors(self, people: Collection[tuple[int, int]]) -> dict[tuple[int, int], PersonVectors]:
         """Every stored vector of these (video id, person) pairs, with the start of its track."""
@@ -112,7 +115,7 @@ class FaceRepository:
         return {
             key: PersonVectors(
                 np.asarray(starts[key]),
-                np.frombuffer(b"".join(blobs), "<f4").reshape(len(blobs), -1),
+                stacked(blobs),
             )
             for key, blobs in vectors.items()
         }
@@ -137,13 +140,12 @@ class FaceRepository:
             cursor = db.execute("SELECT id, media_id, source, collection, embedding FROM faces ORDER BY id")
             while rows := cursor.fetchmany(batch_size):
                 ids, media, sources, collections, blobs = zip(*rows, strict=True)
-                dimension = len(blobs[0]) // 4
                 yield FaceBatch(
                     face_ids=np.asarray(ids, np.int64),
                     media_ids=np.asarray(media, np.int64),
                     sources=sources,
                     collections=collections,
-                    vectors=np.frombuffer(b"".join(blobs), "<f4").reshape(len(rows), dimension),
+                    vectors=stacked(blobs),
                 )
         finally:
             db.close()

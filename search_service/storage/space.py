@@ -23,18 +23,13 @@ from typing import TypeVar
 import structlog
 from prometheus_client import Gauge
 
-from search_service import errors
-from search_service.errors import InsufficientStorageError
+from search_service.errors import InsufficientStorageError, says_disk_full
 
 log = structlog.get_logger(__name__)
 
 RESERVE_FILE = "disk-reserve"
 
 FREE_BYTES = Gauge("facesearch_disk_free_bytes", "Bytes still free on the data directory's filesystem")
-
-# SQLite's words for a full disk: no room to append (FULL), or none to size the shared-memory file
-# a WAL database needs when it is opened (IOERR_SHMSIZE).
-_DISK_FULL_CODES = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR_SHMSIZE})
 
 Result = TypeVar("Result")
 
@@ -55,14 +50,6 @@ def watch_free_bytes(path: Path) -> None:
             return math.nan
 
     FREE_BYTES.set_function(measure)
-
-
-def says_disk_full(error: BaseException) -> bool:
-    """Whether an OSError or SQLite error says that the disk is full (for ``refused_when_full``)."""
-    if isinstance(error, sqlite3.Error):
-        # Errors raised by the sqlite3 module itself (a closed connection) carry no code.
-        return getattr(error, "sqlite_errorcode", None) in _DISK_FULL_CODES
-    return errors.says_disk_full(error)
 
 
 class Reserve:

@@ -174,28 +174,28 @@ export function setUpSearch() {
   }
 
   // Where a stored face came from (a search by face_id): its photo with the face, or the person.
+  // The answer's `query` names it (file, size, collection); only a video's person needs a fetch.
   async function storedQuery(origin, box) {
     if (origin.source === "image") {
-      const image = await getJson(`/images/${origin.id}`);
-      const name = image.external_id || image.filename || `photo ${origin.id}`;
+      const name = origin.external_id || origin.filename || `photo ${origin.id}`;
       const img = apiImage(thumbnailPath(origin.id), `Photo ${name}, the searched face outlined`);
       return el(
         "div",
         { class: "query-photo stored" },
-        photoWithFaces(img, image.width, image.height, [{ box, label: "1", title: "the searched face" }]),
-        el("p", { class: "caption" }, `Face from ${name} (${image.collection})`),
+        photoWithFaces(img, origin.width, origin.height, [{ box, label: "1", title: "the searched face" }]),
+        el("p", { class: "caption" }, `Face from ${name} (${origin.collection})`),
       );
     }
     const video = await getJson(`/videos/${origin.id}`); // fresh: its people change as jobs finish
     const person = video.people.find((candidate) => candidate.face_id === origin.face_id);
-    const name = video.external_id || video.filename || `video ${origin.id}`;
+    const name = origin.external_id || origin.filename || `video ${origin.id}`;
     return el(
       "div",
       { class: "query-photo stored" },
       person && person.thumbnail_url
         ? apiImage(person.thumbnail_url, `The searched person of ${name}`, { class: "person-thumb" })
         : null,
-      el("p", { class: "caption" }, `Person from ${name} (${video.collection})`),
+      el("p", { class: "caption" }, `Person from ${name} (${origin.collection})`),
     );
   }
 

@@ -9,13 +9,12 @@ import pytest
 
 from search_service.services.asnorm import CohortProtocol, CohortScorer
 from tools.eval.embedding import EmbeddingTable
-from tools.eval.metrics import false_match_rate
+from tools.eval.metrics import false_match_rate, threshold_at_far
 from tools.eval.normalization import (
     NormalizationResult,
     cohort_draws,
     evaluate_normalization,
     normalized_pair_scores,
-    threshold_at_far,
 )
 from tools.eval.pairs import Pair, Split, ten_fold_splits
 from tools.eval.report import normalization_markdown

@@ -57,9 +57,9 @@ from search_service.services.frames import min_face_size
 from search_service.settings import VideoSettings
 from tools.bench.paths import REPO_ROOT, default_data
 from tools.bench.report import Row, Section, markdown, skipped_row
+from tools.bench.services import running_embedder
 from tools.bench.timing import Timing, evenly_spaced, time_calls
 from tools.eval.pairs import lfw_gallery
-from tools.processes import embedder_service
 
 T = TypeVar("T")
 Upload = tuple[str, bytes]
@@ -361,35 +361,26 @@ def _models(models_dir: Path, images: Sequence[np.ndarray], plan: GpuPlan, allow
 
 def _http(models_dir: Path, inputs: Inputs, plan: GpuPlan, log: Path, allow_cpu: bool) -> Throughput:
     """``POST /faces`` batches from concurrent clients to the embedder as ``python -m embedder_service``."""
-    clients: list[httpx.Client] = []
-    local = threading.local()
     batches = _batches(inputs.photos, plan.http_batch)
-    with log.open("wb") as output:
-        process = embedder_service(models_dir, output)
-        # The settings of the in-process runs: EMBEDDER_* of this environment, the providers.
-        process.env |= {
-            "EMBEDDER_PROVIDERS": json.dumps(PROVIDERS),
-            "EMBEDDER_REQUIRE_GPU": json.dumps(not allow_cpu),
-        }
+    # The settings of the in-process runs: EMBEDDER_* of this environment, the providers.
+    env = {"EMBEDDER_PROVIDERS": json.dumps(PROVIDERS), "EMBEDDER_REQUIRE_GPU": json.dumps(not allow_cpu)}
+    with (
+        running_embedder(models_dir, log, env, timeout_s=600) as process,
+        # One client for every caller thread (httpx's Client is thread-safe), a connection each.
+        httpx.Client(
+            base_url=process.url, timeout=120, limits=httpx.Limits(max_connections=plan.http_clients)
+        ) as client,
+    ):
 
         def post(batch: list[Upload]) -> None:
-            if not hasattr(local, "client"):
-                local.client = httpx.Client(base_url=process.url, timeout=120)
-                clients.append(local.client)
             files = [("image", (name, data, "image/jpeg")) for name, data in batch]
-            local.client.post("/faces", files=files, params={"landmarks": "false"}).raise_for_status()
+            client.post("/faces", files=files, params={"landmarks": "false"}).raise_for_status()
 
-        try:
-            with process.running(timeout_s=600):
-                sustained(
-                    post, batches, threads=plan.http_clients, seconds=plan.warm_s, units=plan.http_batch
-                )
-                return sustained(
-                    post, batches, threads=plan.http_clients, seconds=plan.seconds, units=plan.http_batch
-                )
-        finally:
-            for client in clients:
-                client.close()
+        for seconds in (plan.warm_s, plan.seconds):  # the first round warms up
+            throughput = sustained(
+                post, batches, threads=plan.http_clients, seconds=seconds, units=plan.http_batch
+            )
+        return throughput
 
 
 def _peer(images: Sequence[np.ndarray], plan: GpuPlan) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,10 +38,16 @@ class HttpPlan:
 
 
 @contextlib.contextmanager
-def running_embedder(models_dir: Path, log: Path) -> Iterator[ServiceProcess]:
-    """The embedder service on a free port, with the models in ``models_dir``, logging to ``log``."""
-    with log.open("wb") as output, embedder_service(models_dir, output).running(timeout_s=180) as process:
-        yield process
+def running_embedder(
+    models_dir: Path, log: Path, env: Mapping[str, str] | None = None, timeout_s: float = 180
+) -> Iterator[ServiceProcess]:
+    """The embedder service on a free port, with the models in ``models_dir``, logging to ``log``;
+    ``env``: settings beside them."""
+    with log.open("wb") as output:
+        process = embedder_service(models_dir, output)
+        process.env |= env or {}
+        with process.running(timeout_s=timeout_s):
+            yield process
 
 
 @dataclass(frozen=True)

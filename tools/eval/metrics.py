@@ -59,6 +59,27 @@ def false_match_rate(scores: np.ndarray, same: np.ndarray, threshold: float) -> 
     return float(np.mean(np.asarray(scores)[different] >= threshold))
 
 
+def true_match_rate(scores: np.ndarray, same: np.ndarray, threshold: float) -> float:
+    """Share of same-person pairs called a match at ``threshold``."""
+    same = np.asarray(same, dtype=bool)
+    if not same.any():
+        return 0.0
+    return float(np.mean(np.asarray(scores)[same] >= threshold))
+
+
+def threshold_at_far(scores: np.ndarray, same: np.ndarray, far: float) -> float:
+    """The threshold that accepts the most pairs while their false-match rate stays at or below ``far``.
+
+    It sits halfway between the lowest score it accepts and the next score down: the tail of the
+    different-person scores is sparse, and either end of the gap would lean on one pair.
+    """
+    # ROC cut-offs run from +inf down through every distinct score; fpr rises along them.
+    fpr, _, cuts = roc_curve(np.asarray(same, dtype=bool), scores, drop_intermediate=False)
+    last = int(np.flatnonzero(fpr <= far)[-1])
+    below = cuts[last + 1] if last + 1 < len(cuts) else cuts[last]
+    return float((cuts[last] + below) / 2)
+
+
 def roc(scores: np.ndarray, same: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """False accept rates and true accept rates over every threshold."""
     fpr, tpr, _ = roc_curve(np.asarray(same, dtype=bool), scores, drop_intermediate=False)

@@ -22,11 +22,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import roc_curve
 
 from search_service.services.asnorm import CohortProtocol, CohortScorer, draw_cohort
 from tools.eval.embedding import EmbeddingTable
-from tools.eval.metrics import Summary, accuracy, best_threshold, false_match_rate
+from tools.eval.metrics import (
+    Summary,
+    accuracy,
+    best_threshold,
+    false_match_rate,
+    threshold_at_far,
+    true_match_rate,
+)
 from tools.eval.pairs import Pair, Split
 
 DEFAULT_DRAWS = 10
@@ -55,7 +61,7 @@ class OperatingPoint:
             threshold=threshold,
             accuracy=accuracy(scores, same, threshold),
             false_match_rate=false_match_rate(scores, same, threshold),
-            true_match_rate=float(np.mean(np.asarray(scores)[same] >= threshold)) if same.any() else 0.0,
+            true_match_rate=true_match_rate(scores, same, threshold),
         )
 
 
@@ -94,19 +100,6 @@ class NormalizationResult:
 def summarize(points: Sequence[OperatingPoint]) -> dict[str, Summary]:
     fields = ("threshold", "accuracy", "false_match_rate", "true_match_rate")
     return {name: Summary.of([getattr(point, name) for point in points]) for name in fields}
-
-
-def threshold_at_far(scores: np.ndarray, same: np.ndarray, far: float) -> float:
-    """The threshold that accepts the most pairs while their false-match rate stays at or below ``far``.
-
-    It sits halfway between the lowest score it accepts and the next score down: the tail of the
-    different-person scores is sparse, and either end of the gap would lean on one pair.
-    """
-    # ROC cut-offs run from +inf down through every distinct score; fpr rises along them.
-    fpr, _, cuts = roc_curve(np.asarray(same, dtype=bool), scores, drop_intermediate=False)
-    last = int(np.flatnonzero(fpr <= far)[-1])
-    below = cuts[last + 1] if last + 1 < len(cuts) else cuts[last]
-    return float((cuts[last] + below) / 2)
 
 
 def normalized_pair_scores(

@@ -43,7 +43,17 @@ def test_a_photo_face_finds_the_others_but_not_itself(client: TestClient) -> Non
     [face] = alice["faces"]
     result = by_face(client, face["id"])
     assert result["status"] == 200
-    assert result["query"] == {"source": "image", "id": alice["id"], "face_id": face["id"]}
+    assert result["query"] == {
+        "source": "image",
+        "id": alice["id"],
+        "face_id": face["id"],
+        # What the page shows of it, without fetching the photo.
+        "external_id": alice["external_id"],
+        "collection": alice["collection"],
+        "filename": "p0.png",
+        "width": alice["width"],
+        "height": alice["height"],
+    }
     [query_face] = result["faces"]
     assert query_face["box"] == face["box"] and query_face["score"] == face["score"]
     assert [(hit["id"], hit["match"]) for hit in query_face["hits"]] == [
@@ -78,7 +88,17 @@ def test_a_video_person_is_searched_without_itself(client: TestClient, clip: byt
 
     result = by_face(client, alice["face_id"])
     assert result["status"] == 200
-    assert result["query"] == {"source": "video", "id": video_id, "face_id": alice["face_id"]}
+    video = client.get(f"/videos/{video_id}").json()
+    assert result["query"] == {
+        "source": "video",
+        "id": video_id,
+        "face_id": alice["face_id"],
+        "external_id": video["external_id"],
+        "collection": video["collection"],
+        "filename": "clip.mp4",
+        "width": video["width"],
+        "height": video["height"],
+    }
     assert result["faces"][0]["box"] == pytest.approx(alice["tracks"][0]["box"])
     hits = result["faces"][0]["hits"]
     # Alice's photo matches; Bob, in the same video, is a hit but no match; Alice's own person is none.
